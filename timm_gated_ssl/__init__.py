@@ -3,6 +3,42 @@
 One encoder, pretrained with self-supervision in two modes at once: a dense mode and a gated mode in
 which tiny per-block gates switch channels off per input (Krishna et al., BMVC 2023,
 arXiv:2301.09164). Importing the package registers the gated models in timm's registry.
+
+Example:
+    >>> import timm, timm_gated_ssl
+    >>> model = timm.create_model("gated_resnet18", budget=0.3)
+    >>> with timm_gated_ssl.gate_mode(model, "gated"):
+    ...     out = model(images)
 """
 
+from . import models  # noqa: F401  (registers the models in timm)
+from .attach import (
+    attach_gates,
+    clear_gate_masks,
+    detach_gates,
+    gate_config,
+    gate_masks,
+    gate_mode,
+    get_gate_mode,
+    has_gates,
+    iter_gates,
+    set_gate_mode,
+)
+from .errors import (
+    GatesAlreadyAttachedError,
+    GatingError,
+    InvalidBudgetError,
+    NoGatesError,
+    UncalibratedBudgetError,
+    UnsupportedModelError,
+)
+from .gates import BlockGate, GateConfig
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "BlockGate", "GateConfig", "GatesAlreadyAttachedError", "GatingError", "InvalidBudgetError",
+    "NoGatesError", "UncalibratedBudgetError", "UnsupportedModelError", "attach_gates",
+    "clear_gate_masks", "detach_gates", "gate_config", "gate_masks", "gate_mode", "get_gate_mode",
+    "has_gates", "iter_gates", "set_gate_mode",
+]

@@ -1,0 +1,21 @@
+"""Attach gates to timm models by hooks, and switch between dense and gated modes."""
+
+from .api import (
+    FAMILIES,
+    GATE_ATTR,
+    attach_gates,
+    detach_gates,
+    gate_config,
+    has_gates,
+    iter_gates,
+    register_family,
+    require_gates,
+)
+from .modes import clear_gate_masks, gate_masks, gate_mode, get_gate_mode, set_gate_mode
+from .spec import BlockFamily, BlockSpec
+
+__all__ = [
+    "FAMILIES", "GATE_ATTR", "BlockFamily", "BlockSpec", "attach_gates", "clear_gate_masks",
+    "detach_gates", "gate_config", "gate_masks", "gate_mode", "get_gate_mode", "has_gates",
+    "iter_gates", "register_family", "require_gates", "set_gate_mode",
+]

@@ -1,0 +1,152 @@
+"""``attach_gates`` / ``detach_gates``: add per-sample channel gates to a timm model by hooks.
+
+Nothing of timm's model code is forked: each supported block gets a :class:`BlockGate` submodule
+named ``dyn_gate`` that owns the gate network, the gated-mode norm copies and the hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from torch import nn
+
+from ..errors import GatesAlreadyAttachedError, NoGatesError, UnsupportedModelError
+from ..gates import BlockGate, GateConfig
+from .resnet import resnet_block_spec
+from .spec import BlockFamily, BlockSpec
+
+GATE_ATTR = "dyn_gate"
+
+FAMILIES: list[BlockFamily] = [
+    BlockFamily(
+        name="resnet",
+        description="timm ResNet blocks (BasicBlock, Bottleneck): resnet*, resnet*d/t/s, resnetrs*, "
+        "seresnet*, resnext*, wide_resnet*, resnetblur*, resnetaa*, ecaresnet*",
+        spec=resnet_block_spec,
+    ),
+]
+
+
+def register_family(family: BlockFamily) -> None:
+    """Teach ``attach_gates`` a new block family (e.g. the ViT one)."""
+    if any(f.name == family.name for f in FAMILIES):
+        raise ValueError(f"a block family named {family.name!r} is already registered")
+    FAMILIES.append(family)
+
+
+def _find_blocks(model: nn.Module) -> list[tuple[str, nn.Module, BlockSpec]]:
+    found = []
+    for name, module in model.named_modules():
+        for family in FAMILIES:
+            spec = family.spec(module)
+            if spec is not None:
+                found.append((name, module, spec))
+                break
+    return found
+
+
+def iter_gates(model: nn.Module) -> Iterator[tuple[str, BlockGate]]:
+    """Yield ``(block_name, gate)`` for every gate in ``model``, in forward order."""
+    for name, module in model.named_modules():
+        if isinstance(module, BlockGate):
+            yield name.rpartition(".")[0], module
+
+
+def has_gates(model: nn.Module) -> bool:
+    """Whether ``model`` carries any gate."""
+    return next(iter_gates(model), None) is not None
+
+
+def require_gates(model: nn.Module) -> list[tuple[str, BlockGate]]:
+    """The model's gates; raises :class:`NoGatesError` when there are none."""
+    gates = list(iter_gates(model))
+    if not gates:
+        raise NoGatesError(
+            f"{type(model).__name__} has no gates: call timm_gated_ssl.attach_gates(model, budget=...) "
+            "first or create a gated model, e.g. timm.create_model('gated_resnet18')"
+        )
+    return gates
+
+
+def gate_config(model: nn.Module) -> GateConfig:
+    """The gate configuration of a gated model."""
+    return require_gates(model)[0][1].config
+
+
+def attach_gates(
+    model: nn.Module,
+    *,
+    budget: float,
+    separate_bn: bool = True,
+    tau: float = GateConfig.tau,
+    reduction: int = GateConfig.reduction,
+) -> nn.Module:
+    """Attach a gate to every supported block of ``model``, in place, and return the same object.
+
+    The model starts in dense mode, where it computes exactly what it computed before.
+
+    Args:
+        model: A timm model (any ResNet; ViTs once their family is registered).
+        budget: Training target ``t_d`` of the budget loss, a fraction of the dense MACs in (0, 1].
+        separate_bn: Keep one set of the blocks' norms per mode (the paper's setting). The gated
+            copies start as copies of the dense ones, so a pretrained network keeps its statistics.
+        tau: Temperature of the straight-through estimator (2/3 in the paper).
+        reduction: Gate hidden width is ``C_in // reduction`` (4 in the paper).
+
+    Returns:
+        ``model`` itself, now with gates.
+
+    Raises:
+        InvalidBudgetError: ``budget`` is not a number in (0, 1].
+        GatesAlreadyAttachedError: ``model`` already carries gates.
+        UnsupportedModelError: ``model`` has no block of a supported family.
+
+    Example:
+        >>> model = attach_gates(timm.create_model("resnet18"), budget=0.3)
+        >>> with gate_mode(model, "gated"):
+        ...     logits = model(images)
+    """
+    config = GateConfig(budget=budget, separate_bn=separate_bn, tau=tau, reduction=reduction)
+    if has_gates(model):
+        raise GatesAlreadyAttachedError(
+            f"{type(model).__name__} already carries gates; call detach_gates(model) before "
+            "attaching new ones"
+        )
+    blocks = _find_blocks(model)
+    if not blocks:
+        supported = "; ".join(f"{f.name}: {f.description}" for f in FAMILIES)
+        raise UnsupportedModelError(
+            f"{type(model).__name__} has no block that gates can be attached to. "
+            f"Supported block families: {supported}"
+        )
+    for _, block, spec in blocks:
+        gate = BlockGate(
+            spec.in_channels,
+            spec.widths,
+            config=config,
+            norms={path: block.get_submodule(path) for path in spec.norm_paths},
+            pooling=spec.pooling,
+        )
+        reference = next(block.parameters(), None)
+        if reference is not None:
+            gate.to(device=reference.device, dtype=reference.dtype)
+        gate.train(block.training)
+        block.add_module(GATE_ATTR, gate)
+        gate.register_hooks(block, spec.mask_points, spec.norm_paths)
+    return model
+
+
+def detach_gates(model: nn.Module) -> nn.Module:
+    """Remove every gate and hook from ``model``, restoring its original outputs and state-dict keys.
+
+    Raises:
+        NoGatesError: ``model`` carries no gates.
+    """
+    require_gates(model)
+    for _, module in list(model.named_modules()):
+        gate = module._modules.get(GATE_ATTR)
+        if isinstance(gate, BlockGate):
+            gate.remove_hooks(module)
+            del module._modules[GATE_ATTR]
+    return model
+

@@ -1,0 +1,57 @@
+"""Errors raised by timm_gated_ssl, in one place.
+
+Each subclasses the builtin that callers would catch anyway (``ValueError``, ``TypeError``,
+``RuntimeError``), so ``except ValueError`` keeps working while ``except GatingError`` catches ours.
+"""
+
+from __future__ import annotations
+
+
+class GatingError(Exception):
+    """Base class of every error raised by this library."""
+
+
+class UnsupportedModelError(GatingError, TypeError):
+    """The model has no block family that gates can be attached to."""
+
+
+class GatesAlreadyAttachedError(GatingError, RuntimeError):
+    """``attach_gates`` was called on a model that already carries gates."""
+
+
+class NoGatesError(GatingError, RuntimeError):
+    """An operation that needs gates was given a model without any."""
+
+
+class InvalidBudgetError(GatingError, ValueError):
+    """A compute budget is not a number in (0, 1]."""
+
+
+class UncalibratedBudgetError(GatingError, KeyError):
+    """``set_budget`` asked for a budget the model has not been calibrated for."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+def check_budget(budget: object, *, name: str = "budget") -> float:
+    """Validate a compute budget (a fraction of the dense MACs) and return it as a float.
+
+    Args:
+        budget: The value to check.
+        name: How the value is called in the error message.
+
+    Raises:
+        InvalidBudgetError: If ``budget`` is not a real number in (0, 1].
+    """
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+        raise InvalidBudgetError(
+            f"{name} must be a number in (0, 1] (a fraction of the dense compute), "
+            f"got {budget!r} of type {type(budget).__name__}"
+        )
+    value = float(budget)
+    if not 0.0 < value <= 1.0:  # also rejects NaN
+        raise InvalidBudgetError(
+            f"{name} must be in (0, 1] (a fraction of the dense compute), got {budget!r}"
+        )
+    return value

@@ -1,0 +1,159 @@
+"""Gated ResNets registered in timm: ``gated_resnet18/34/50`` and their CIFAR-stem variants, plus the
+plain CIFAR-stem baselines (``resnet18_cifar`` ...) that a fair comparison needs.
+
+Each entry point is a few lines around :func:`_create`, as in timm. Gate options are entry-point
+keyword arguments (``budget``, ``separate_bn``, ``tau``, ``gate_reduction``, ``calibrated_budgets``),
+so timm records them in ``config.json``'s ``model_args`` and
+``timm.create_model("local-dir:DIR", pretrained=True)`` rebuilds the same gated model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from ..attach import attach_gates
+from ..gates import GateConfig
+from .cifar_stem import apply_cifar_stem
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+class GatedResNet(ResNet):
+    """A timm ``ResNet`` with gates attached by hooks and an optional CIFAR stem.
+
+    It is a ``ResNet`` (same forward, same state-dict keys plus the gates'), so everything timm
+    does with ResNets (``features_only``, ``forward_head``, ``reset_classifier``, gradient
+    checkpointing) keeps working.
+
+    Args:
+        gated: Attach gates (False builds the plain baseline with the same stem).
+        cifar_stem: Use a 3x3 stride-1 stem without max-pool (32 px data).
+        cifar_stem_padding: Padding of the CIFAR stem conv (1, or 2 as in the paper's code).
+        budget: Training target ``t_d`` of the budget loss, in (0, 1].
+        separate_bn: One set of block norms per mode (the paper's setting).
+        tau: Gate estimator temperature.
+        gate_reduction: Gate hidden width is ``C_in // gate_reduction``.
+        calibrated_budgets: ``{budget: logit offset}`` table written by ``calibrate_budget``;
+            when ``budget`` is in it, its offset is applied.
+        **kwargs: Passed to timm's ``ResNet``.
+    """
+
+    def __init__(
+        self,
+        *,
+        gated: bool = True,
+        cifar_stem: bool = False,
+        cifar_stem_padding: int = 1,
+        budget: float = GateConfig.budget,
+        separate_bn: bool = GateConfig.separate_bn,
+        tau: float = GateConfig.tau,
+        gate_reduction: int = GateConfig.reduction,
+        calibrated_budgets: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if cifar_stem:
+            apply_cifar_stem(self, padding=cifar_stem_padding)
+        if gated:
+            attach_gates(
+                self, budget=budget, separate_bn=separate_bn, tau=tau, reduction=gate_reduction
+            )
+        self.calibrated_budgets = dict(calibrated_budgets or {})
+
+
+def _create(variant: str, pretrained: bool, **kwargs: Any) -> GatedResNet:
+    return build_model_with_cfg(GatedResNet, variant, pretrained, **kwargs)
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    return {
+        "url": "", "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
+        "crop_pct": 0.875, "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD, "first_conv": "conv1", "classifier": "fc",
+        "license": "apache-2.0", "paper_ids": "arXiv:2301.09164", **kwargs,
+    }
+
+
+def _cifar_cfg(**kwargs: Any) -> dict[str, Any]:
+    return _cfg(
+        num_classes=10, input_size=(3, 32, 32), pool_size=(4, 4), crop_pct=1.0,
+        mean=CIFAR_MEAN, std=CIFAR_STD, **kwargs,
+    )
+
+
+_ARCHS = {
+    "resnet18": dict(block=BasicBlock, layers=(2, 2, 2, 2)),
+    "resnet34": dict(block=BasicBlock, layers=(3, 4, 6, 3)),
+    "resnet50": dict(block=Bottleneck, layers=(3, 4, 6, 3)),
+}
+
+default_cfgs = generate_default_cfgs({
+    **{f"gated_{arch}": _cfg() for arch in _ARCHS},
+    **{f"gated_{arch}_cifar": _cifar_cfg() for arch in _ARCHS},
+    **{f"{arch}_cifar": _cifar_cfg() for arch in _ARCHS},
+})
+
+
+@register_model
+def gated_resnet18(pretrained: bool = False, **kwargs: Any) -> GatedResNet:
+    """Gated ResNet-18 (ImageNet stem)."""
+    return _create("gated_resnet18", pretrained, **dict(_ARCHS["resnet18"], **kwargs))
+
+
+@register_model
+def gated_resnet34(pretrained: bool = False, **kwargs: Any) -> GatedResNet:
+    """Gated ResNet-34 (ImageNet stem)."""
+    return _create("gated_resnet34", pretrained, **dict(_ARCHS["resnet34"], **kwargs))
+
+
+@register_model
+def gated_resnet50(pretrained: bool = False, **kwargs: Any) -> GatedResNet:
+    """Gated ResNet-50 (ImageNet stem); both Bottleneck inner widths are gated."""
+    return _create("gated_resnet50", pretrained, **dict(_ARCHS["resnet50"], **kwargs))
+
+
+@register_model
+def gated_resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> GatedResNet:
+    """Gated ResNet-18 with the CIFAR stem (the paper's CIFAR model)."""
+    args = dict(_ARCHS["resnet18"], cifar_stem=True)
+    return _create("gated_resnet18_cifar", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def gated_resnet34_cifar(pretrained: bool = False, **kwargs: Any) -> GatedResNet:
+    """Gated ResNet-34 with the CIFAR stem."""
+    args = dict(_ARCHS["resnet34"], cifar_stem=True)
+    return _create("gated_resnet34_cifar", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def gated_resnet50_cifar(pretrained: bool = False, **kwargs: Any) -> GatedResNet:
+    """Gated ResNet-50 with the CIFAR stem."""
+    args = dict(_ARCHS["resnet50"], cifar_stem=True)
+    return _create("gated_resnet50_cifar", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> GatedResNet:
+    """Plain (ungated) ResNet-18 with the CIFAR stem: the vanilla baseline."""
+    args = dict(_ARCHS["resnet18"], cifar_stem=True, gated=False)
+    return _create("resnet18_cifar", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def resnet34_cifar(pretrained: bool = False, **kwargs: Any) -> GatedResNet:
+    """Plain (ungated) ResNet-34 with the CIFAR stem."""
+    args = dict(_ARCHS["resnet34"], cifar_stem=True, gated=False)
+    return _create("resnet34_cifar", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def resnet50_cifar(pretrained: bool = False, **kwargs: Any) -> GatedResNet:
+    """Plain (ungated) ResNet-50 with the CIFAR stem."""
+    args = dict(_ARCHS["resnet50"], cifar_stem=True, gated=False)
+    return _create("resnet50_cifar", pretrained, **dict(args, **kwargs))
