@@ -47,7 +47,12 @@ class MaskPoint:
 
 
 def _in_backward() -> bool:
-    """True while autograd runs a backward pass (e.g. a gradient-checkpointing replay)."""
+    """True while autograd runs a backward pass (e.g. a gradient-checkpointing replay).
+
+    Under ``torch.compile`` replays happen inside the compiled graph, never through these hooks.
+    """
+    if torch.compiler.is_compiling():
+        return False
     return torch._C._current_graph_task_id() != -1
 
 
