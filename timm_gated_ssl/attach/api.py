@@ -14,6 +14,7 @@ from ..errors import GatesAlreadyAttachedError, NoGatesError, UnsupportedModelEr
 from ..gates import BlockGate, GateConfig
 from .resnet import resnet_block_spec
 from .spec import BlockFamily, BlockSpec
+from .vit import vit_block_spec
 
 GATE_ATTR = "dyn_gate"
 
@@ -23,6 +24,12 @@ FAMILIES: list[BlockFamily] = [
         description="timm ResNet blocks (BasicBlock, Bottleneck): resnet*, resnet*d/t/s, resnetrs*, "
         "seresnet*, resnext*, wide_resnet*, resnetblur*, resnetaa*, ecaresnet*",
         spec=resnet_block_spec,
+    ),
+    BlockFamily(
+        name="vit",
+        description="timm Vision Transformer blocks (vision_transformer.Block with timm Attention and "
+        "Mlp/GluMlp/SwiGLU): vit_*, deit_*, any img_size/patch_size, class/register tokens",
+        spec=vit_block_spec,
     ),
 ]
 
@@ -86,7 +93,7 @@ def attach_gates(
     The model starts in dense mode, where it computes exactly what it computed before.
 
     Args:
-        model: A timm model (any ResNet; ViTs once their family is registered).
+        model: A timm model (any ResNet or Vision Transformer).
         budget: Training target ``t_d`` of the budget loss, a fraction of the dense MACs in (0, 1].
         separate_bn: Keep one set of the blocks' norms per mode (the paper's setting). The gated
             copies start as copies of the dense ones, so a pretrained network keeps its statistics.

@@ -1,0 +1,136 @@
+"""Gated Vision Transformers registered in timm: ``gated_vit_tiny/small/base_patch16_224``, the 32 px
+``gated_vit_tiny_patch4_32``, and its plain baseline ``vit_tiny_patch4_32``.
+
+Each entry point is a few lines around :func:`_create`, as in timm. Gate options are entry-point
+keyword arguments (``budget``, ``separate_bn``, ``tau``, ``gate_reduction``, ``calibrated_budgets``),
+so timm records them in ``config.json``'s ``model_args`` and
+``timm.create_model("local-dir:DIR", pretrained=True)`` rebuilds the same gated model. What is gated
+and why: ``timm_gated_ssl.attach.vit`` and ``docs/vit.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+
+from ..attach import attach_gates
+from ..gates import GateConfig
+from .resnet import CIFAR_MEAN, CIFAR_STD
+
+
+class GatedVisionTransformer(VisionTransformer):
+    """A timm ``VisionTransformer`` with gates on attention heads and MLP hidden units.
+
+    It is a ``VisionTransformer`` (same forward, same state-dict keys plus the gates'), so
+    ``forward_features``, ``forward_head``, ``forward_intermediates``, ``features_only``,
+    ``reset_classifier`` and gradient checkpointing keep working.
+
+    Args:
+        gated: Attach gates (False builds the plain baseline).
+        budget: Training target ``t_d`` of the budget loss, in (0, 1].
+        separate_bn: One set of block norms (``norm1``, ``norm2``, q/k norms) per mode.
+        tau: Gate estimator temperature.
+        gate_reduction: Gate hidden width is ``embed_dim // gate_reduction``.
+        calibrated_budgets: ``{budget: logit offset}`` table written by ``calibrate_budget``.
+        **kwargs: Passed to timm's ``VisionTransformer``.
+    """
+
+    def __init__(
+        self,
+        *,
+        gated: bool = True,
+        budget: float = GateConfig.budget,
+        separate_bn: bool = GateConfig.separate_bn,
+        tau: float = GateConfig.tau,
+        gate_reduction: int = GateConfig.reduction,
+        calibrated_budgets: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if gated:
+            attach_gates(
+                self, budget=budget, separate_bn=separate_bn, tau=tau, reduction=gate_reduction
+            )
+        self.calibrated_budgets = dict(calibrated_budgets or {})
+
+
+def _create(variant: str, pretrained: bool, **kwargs: Any) -> GatedVisionTransformer:
+    out_indices = kwargs.pop("out_indices", 3)
+    return build_model_with_cfg(
+        GatedVisionTransformer,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
+        **kwargs,
+    )
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    return {
+        "url": "", "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": None,
+        "crop_pct": 0.9, "interpolation": "bicubic", "fixed_input_size": True,
+        "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "patch_embed.proj", "classifier": "head",
+        "license": "apache-2.0", "paper_ids": "arXiv:2301.09164", **kwargs,
+    }
+
+
+def _cifar_cfg(**kwargs: Any) -> dict[str, Any]:
+    return _cfg(
+        num_classes=10, input_size=(3, 32, 32), crop_pct=1.0, mean=CIFAR_MEAN, std=CIFAR_STD, **kwargs
+    )
+
+
+_ARCHS = {
+    "vit_tiny_patch16_224": dict(patch_size=16, embed_dim=192, depth=12, num_heads=3),
+    "vit_small_patch16_224": dict(patch_size=16, embed_dim=384, depth=12, num_heads=6),
+    "vit_base_patch16_224": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
+    "vit_tiny_patch4_32": dict(img_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3),
+}
+
+default_cfgs = generate_default_cfgs({
+    "gated_vit_tiny_patch16_224": _cfg(),
+    "gated_vit_small_patch16_224": _cfg(),
+    "gated_vit_base_patch16_224": _cfg(),
+    "gated_vit_tiny_patch4_32": _cifar_cfg(),
+    "vit_tiny_patch4_32": _cifar_cfg(),
+})
+
+
+@register_model
+def gated_vit_tiny_patch16_224(pretrained: bool = False, **kwargs: Any) -> GatedVisionTransformer:
+    """Gated ViT-Ti/16 (3 heads, MLP 768)."""
+    args = _ARCHS["vit_tiny_patch16_224"]
+    return _create("gated_vit_tiny_patch16_224", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def gated_vit_small_patch16_224(pretrained: bool = False, **kwargs: Any) -> GatedVisionTransformer:
+    """Gated ViT-S/16 (6 heads, MLP 1536)."""
+    args = _ARCHS["vit_small_patch16_224"]
+    return _create("gated_vit_small_patch16_224", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def gated_vit_base_patch16_224(pretrained: bool = False, **kwargs: Any) -> GatedVisionTransformer:
+    """Gated ViT-B/16 (12 heads, MLP 3072)."""
+    args = _ARCHS["vit_base_patch16_224"]
+    return _create("gated_vit_base_patch16_224", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def gated_vit_tiny_patch4_32(pretrained: bool = False, **kwargs: Any) -> GatedVisionTransformer:
+    """Gated ViT-Ti with 4 px patches for 32 px data (64 patches + class token)."""
+    args = _ARCHS["vit_tiny_patch4_32"]
+    return _create("gated_vit_tiny_patch4_32", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def vit_tiny_patch4_32(pretrained: bool = False, **kwargs: Any) -> GatedVisionTransformer:
+    """Plain (ungated) ViT-Ti with 4 px patches for 32 px data: the vanilla baseline."""
+    args = dict(_ARCHS["vit_tiny_patch4_32"], gated=False)
+    return _create("vit_tiny_patch4_32", pretrained, **dict(args, **kwargs))
