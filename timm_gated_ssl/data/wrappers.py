@@ -1,0 +1,113 @@
+"""PyTorch dataset wrappers: two augmented views for SSL, (image, label) pairs for evaluation.
+
+Both take a ``datasets.Dataset`` (or anything indexable returning dict rows) and a transform from
+:mod:`timm_gated_ssl.data.views`; the default ``torch.utils.data.default_collate`` then stacks the
+float tensors into batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from timm_gated_ssl.data.views import to_rgb_uint8
+
+__all__ = ["EvalDataset", "SSLBatchDataset"]
+
+
+class _RowDataset(Dataset):
+    def __init__(
+        self, rows: Sequence[dict[str, Any]], image_column: str, cache_decoded: bool
+    ) -> None:
+        if len(rows) == 0:
+            raise ValueError("the dataset is empty")
+        first = rows[0]
+        if image_column not in first:
+            raise ValueError(f"image_column={image_column!r} is not a column; got {list(first)}")
+        self.rows = rows
+        self.image_column = image_column
+        self._cache: list[Tensor | None] | None = [None] * len(rows) if cache_decoded else None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _image(self, row: dict[str, Any], index: int) -> Tensor:
+        if self._cache is None:
+            return to_rgb_uint8(row[self.image_column])
+        cached = self._cache[index]
+        if cached is None:
+            cached = self._cache[index] = to_rgb_uint8(row[self.image_column])
+        return cached
+
+
+class SSLBatchDataset(_RowDataset):
+    """Yield ``(view1, view2)`` float32 tensors: two augmentations of one image.
+
+    Every ``__getitem__`` draws new random parameters, per sample and per view. Images are decoded
+    to RGB uint8 tensors first (any PIL mode or size); with ``cache_decoded=True`` the decoded
+    tensors are kept in memory so later epochs skip PNG decoding (small datasets; one cache
+    per worker process).
+
+    Args:
+        rows: A ``datasets.Dataset`` or a sequence of dict rows.
+        transform: A two-view transform, e.g. :func:`~timm_gated_ssl.data.views.build_ssl_views`;
+            it receives the uint8 tensor.
+        image_column: Column holding the images.
+        cache_decoded: Keep decoded uint8 tensors in memory.
+
+    Example:
+        >>> info = load_image_dataset("digits", split="train")  # doctest: +SKIP
+        >>> ds = SSLBatchDataset(info.dataset, build_ssl_views(crop_size=32, mean=info.mean,
+        ...                      std=info.std), image_column=info.image_column)  # doctest: +SKIP
+        >>> v1, v2 = next(iter(DataLoader(ds, batch_size=256, drop_last=True)))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[dict[str, Any]],
+        transform: Callable[[Tensor], tuple[Tensor, Tensor]],
+        *,
+        image_column: str = "image",
+        cache_decoded: bool = False,
+    ) -> None:
+        super().__init__(rows, image_column, cache_decoded)
+        self.transform = transform
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.transform(self._image(self.rows[index], index))
+
+
+class EvalDataset(_RowDataset):
+    """Yield ``(image, label)`` with a deterministic transform, for linear probes and k-NN.
+
+    Args:
+        rows: A ``datasets.Dataset`` or a sequence of dict rows.
+        transform: E.g. :func:`~timm_gated_ssl.data.views.build_eval_transform`; it receives the
+            uint8 tensor.
+        image_column: Column holding the images.
+        label_column: Column holding integer labels; ``None`` yields label -1.
+        cache_decoded: Keep decoded uint8 tensors in memory.
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[dict[str, Any]],
+        transform: Callable[[Tensor], Tensor],
+        *,
+        image_column: str = "image",
+        label_column: str | None = "label",
+        cache_decoded: bool = False,
+    ) -> None:
+        super().__init__(rows, image_column, cache_decoded)
+        if label_column is not None and label_column not in rows[0]:
+            raise ValueError(f"label_column={label_column!r} is not a column; got {list(rows[0])}")
+        self.transform = transform
+        self.label_column = label_column
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        row = self.rows[index]
+        label = -1 if self.label_column is None else int(row[self.label_column])
+        return self.transform(self._image(row, index)), label
