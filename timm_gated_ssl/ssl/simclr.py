@@ -22,10 +22,10 @@ class NTXentLoss(nn.Module):
     view and its negatives are the other ``2 * N_global - 2`` embeddings of both views. When
     ``torch.distributed`` is initialised with more than one process, the candidates are gathered
     from every process with ``torch.distributed.nn.functional.all_gather`` (gradients flow back to
-    the owning process) and the positive of local sample ``i`` sits at global index ``rank * N + i``.
-    Every process must use the same local batch size. The returned value is the mean over this
-    process's anchors; with DDP's gradient averaging this equals one computation over the global
-    batch. Without distributed training the computation is purely local.
+    the owning process) and the positive of local sample ``i`` sits at global index
+    ``rank * N + i``. Every process must use the same local batch size. The returned value is the
+    mean over this process's anchors; with DDP's gradient averaging this equals one computation
+    over the global batch. Without distributed training the computation is purely local.
 
     Args:
         temperature: Softmax temperature tau (SimCLR: 0.1 for ImageNet at large batches; 0.2 to 0.5
