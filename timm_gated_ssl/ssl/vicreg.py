@@ -56,7 +56,7 @@ class VICRegLoss(nn.Module):
     Distributed training: by default (``gather_distributed=False``) variance and covariance are
     computed on each process's own batch, as in the solo-learn based code of Krishna et al.; DDP
     then averages the gradients. With ``gather_distributed=True`` both statistics use the batch
-    gathered from all processes with gradients (VICReg's own ``FullGatherLayer`` scheme), so the
+    gathered from all processes with gradients (VICReg's ``FullGatherLayer`` scheme), so the
     result matches a single-process run on the global batch. The invariance term is always per process
     (it is a mean over samples, so DDP averaging already makes it global).
 
