@@ -57,8 +57,8 @@ class VICRegLoss(nn.Module):
     computed on each process's own batch, as in the solo-learn based code of Krishna et al.; DDP
     then averages the gradients. With ``gather_distributed=True`` both statistics use the batch
     gathered from all processes with gradients (VICReg's ``FullGatherLayer`` scheme), so the
-    result matches a single-process run on the global batch. The invariance term is always per process
-    (it is a mean over samples, so DDP averaging already makes it global).
+    result matches a single-process run on the global batch. The invariance term is always per
+    process (it is a mean over samples, so DDP averaging already makes it global).
 
     Args:
         invariance_weight: Weight of the MSE term (lambda, 25 in the paper).
