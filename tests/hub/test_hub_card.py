@@ -1,0 +1,64 @@
+"""timm_gated_ssl.hub.card: the model card's metadata, tables, snippet and citation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from timm_gated_ssl.hub.card import BIBTEX, build_model_card, load_results
+
+ARGS = {"budget": 0.3, "separate_bn": True, "calibrated_budgets": {"0.3": 0.1, "0.5": -0.2}}
+
+
+def _reparse(card: ModelCard) -> ModelCard:
+    return ModelCard(str(card))  # what ModelCard.load does with the downloaded README.md
+
+
+def test_card_metadata_and_model_index(results_dict: dict) -> None:
+    card = _reparse(build_model_card(repo_id="org/gated-r18", architecture="gated_resnet18_cifar",
+                                     model_args=ARGS, results=results_dict, ssl_method="VICReg"))
+    data = card.data
+    assert data.library_name == "timm" and data.license == "apache-2.0"
+    assert data.pipeline_tag == "image-feature-extraction"
+    assert {"self-supervised", "dynamic-computation", "channel-gating", "timm",
+            "image-feature-extraction", "vicreg"} <= set(data.tags)
+    assert data.datasets == ["uoft-cs/cifar10"]
+    by_config = {(r.metric_config, r.metric_type, r.metric_name.split(" [")[0]): r.metric_value
+                 for r in data.eval_results}
+    assert by_config[("dense-t0.3", "accuracy", "Linear-probe top-1 (%)")] == 90.38
+    assert by_config[("gated-t0.3", "accuracy", "Linear-probe top-1 (%)")] == 90.27
+    assert by_config[("gated-t0.5", "accuracy", "Linear-probe top-1 (%)")] == 90.40
+    assert by_config[("gated-t0.3", "macs", "MACs per image")] == pytest.approx(1.87e8)
+    assert by_config[("gated-t0.3", "flops_reduction", "FLOPs reduction (%)")] == pytest.approx(66.43)
+    assert ("gated-t0.5", "accuracy", "1-NN top-1 (%)") not in by_config  # None is left out
+    assert {r.dataset_type for r in data.eval_results} == {"uoft-cs/cifar10"}
+    assert {r.dataset_split for r in data.eval_results} == {"test"}
+
+
+def test_card_body_has_table_snippet_plot_and_citation(results_dict: dict) -> None:
+    text = str(build_model_card(repo_id="org/gated-r18", architecture="gated_resnet18_cifar",
+                                model_args=ARGS, results=results_dict, tradeoff_plot="tradeoff.png"))
+    assert "| gated | 0.3 | 90.27 |" in text and "66.43%" in text  # the budget table
+    assert "![accuracy vs compute](tradeoff.png)" in text
+    assert 'timm.create_model("hf-hub:org/gated-r18", pretrained=True, budget=0.3)' in text
+    assert "import timm_gated_ssl" in text
+    assert "Calibrated budgets (pass one as `budget=`): 0.3, 0.5" in text
+    assert BIBTEX in text and "2301.09164" in text
+
+
+def test_card_without_results() -> None:
+    card = _reparse(build_model_card(repo_id="org/m", architecture="gated_resnet18", results=None))
+    assert card.data.eval_results is None and "model-index" not in str(card)
+    assert "No evaluation results" in card.text and "tradeoff" not in card.text
+
+
+def test_load_results_accepts_object_dict_and_json(results_dict: dict, tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results_dict))
+    from_dict, from_file = load_results(results_dict), load_results(path)
+    assert from_dict == from_file == load_results(from_dict)
+    with pytest.raises(ValueError):
+        load_results({"dataset": "cifar10"})  # no model_name
