@@ -1,0 +1,209 @@
+"""Compact ResNet blocks: run a gated timm ``BasicBlock`` / ``Bottleneck`` on the kept channels only.
+
+Each gated conv is stored once, with its gated-mode BatchNorm folded in (``fold.py``). Per forward the
+block evaluates its gate on the block input and gathers, for the kept channels ``k`` of a width,
+the conv rows that produce them (``W1[k]``, bias ``b1[k]``) and the columns of the next conv that
+read them (``W2[:, k]``). Nothing per-sample is cached: a gather of ``|k|`` rows costs
+``|k| * C * kh * kw`` copies, about one hundredth of the conv it saves at 7x7 maps and far less at
+larger maps.
+
+Batch > 1 (see ``docs/speed.md`` for the measurements behind the default):
+
+* ``"union"`` (default): run the union of the channels any sample keeps, then zero each sample's
+  off channels (``h * m[:, k]``) so the result is exactly the masked network's.
+* ``"per_sample"``: a batch-1 pass per sample.
+* ``"group"``: one pass per set of samples with identical masks.
+
+Grouped 3x3 convs (ResNeXt): slicing arbitrary channels breaks the equal-size groups, so the grouped
+conv2 of a Bottleneck runs at full width on the scattered kept inputs and only its kept outputs are
+carried on; conv1 and conv3 still shrink. (The static export keeps the groups by padding them.)
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from timm.layers import BlurPool2d
+from timm.models.resnet import BasicBlock, Bottleneck
+from torch import nn
+
+from ..gates import BlockGate
+from .fold import fold_bn, gated_norm
+
+BatchStrategy = Literal["union", "per_sample", "group"]
+BATCH_STRATEGIES: tuple[str, ...] = ("union", "per_sample", "group")
+
+
+class CompactGate(nn.Module):
+    """The deterministic (eval) gate of one block: ``m = [logits - offset >= 0]``, per width."""
+
+    def __init__(self, gate: BlockGate) -> None:
+        super().__init__()
+        self.net = copy.deepcopy(gate.net).eval()
+        self.register_buffer("logit_offset", gate.logit_offset.detach().clone())
+        self.widths = gate.widths
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pooled = x.mean(dim=(2, 3))
+        with torch.autocast(device_type=pooled.device.type, enabled=False):
+            logits = self.net(pooled.float()) - self.logit_offset
+        return tuple(torch.split(logits >= 0, self.widths, dim=1))
+
+
+class _ConvGeometry:
+    """Stride/padding/dilation/groups of a conv, to call ``F.conv2d`` with gathered weights."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise TypeError("compact execution supports convs with explicit zero padding only")
+        self.stride, self.padding = conv.stride, conv.padding
+        self.dilation, self.groups = conv.dilation, conv.groups
+
+    def __call__(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+
+def _check_aa(aa: nn.Module) -> nn.Module:
+    """The anti-aliasing layer, made independent of the channel count (it sees a varying width)."""
+    if getattr(aa, "channels", None) is None:
+        return aa
+    if isinstance(aa, BlurPool2d) and bool((aa.filt == aa.filt[:1]).all()):
+        agnostic = copy.deepcopy(aa)
+        agnostic.channels = None  # the same binomial filter for every channel: keep one row
+        agnostic.filt = aa.filt[:1].clone()
+        return agnostic
+    raise TypeError(f"compact execution cannot slice the anti-aliasing layer {type(aa).__name__}")
+
+
+def _kept(mask: torch.Tensor) -> torch.Tensor:
+    """Indices of the channels any sample keeps (at least one, so shapes stay valid)."""
+    keep = mask.any(dim=0) if mask.shape[0] > 1 else mask[0]
+    idx = keep.nonzero().flatten()
+    return idx
+
+
+def _apply(h: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor, empty: bool) -> torch.Tensor:
+    """Zero the samples' off channels among the gathered ones (only needed when they disagree)."""
+    if empty:
+        return h.zero_()
+    if mask.shape[0] == 1:
+        return h
+    sub = mask.index_select(1, idx)
+    if bool(sub.all()):
+        return h
+    return h * sub.to(h.dtype)[:, :, None, None]
+
+
+def _nonempty(idx: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    if idx.numel() == 0:  # every channel off: run one channel and zero it (exact, rare)
+        return idx.new_zeros(1), True
+    return idx, False
+
+
+class _CompactBlock(nn.Module):
+    """Shared tail (SE, shortcut, residual add, activation) and batch strategies."""
+
+    def __init__(self, block: nn.Module, gate: BlockGate, strategy: BatchStrategy) -> None:
+        super().__init__()
+        if strategy not in BATCH_STRATEGIES:
+            raise ValueError(f"unknown batch strategy {strategy!r}; valid: {', '.join(BATCH_STRATEGIES)}")
+        self.strategy = strategy
+        self.gate = CompactGate(gate)
+        self.se = block.se
+        self.downsample = block.downsample
+
+    def branch(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _branch_batched(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if x.shape[0] == 1 or self.strategy == "union":
+            return self.branch(x, masks)
+        if self.strategy == "per_sample":
+            return torch.cat([self.branch(x[i : i + 1], tuple(m[i : i + 1] for m in masks))
+                              for i in range(x.shape[0])])
+        # group: one pass per distinct mask pattern
+        _, inverse = torch.unique(torch.cat(masks, dim=1), dim=0, return_inverse=True)
+        out: torch.Tensor | None = None
+        for g in range(int(inverse.max()) + 1):
+            rows = (inverse == g).nonzero().flatten()
+            y = self.branch(x.index_select(0, rows), tuple(m.index_select(0, rows) for m in masks))
+            if out is None:
+                out = y.new_empty((x.shape[0],) + y.shape[1:])
+            out.index_copy_(0, rows, y)
+        assert out is not None
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        masks = self.gate(x)
+        y = self._branch_batched(x, masks)
+        if self.se is not None:
+            y = self.se(y)
+        shortcut = self.downsample(x) if self.downsample is not None else x
+        return self.act_out(y + shortcut)
+
+
+class CompactBasicBlock(_CompactBlock):
+    """A timm ``BasicBlock`` that computes only conv1's kept outputs and conv2's kept inputs."""
+
+    def __init__(self, block: BasicBlock, gate: BlockGate, strategy: BatchStrategy = "union") -> None:
+        super().__init__(block, gate, strategy)
+        w1, b1 = fold_bn(block.conv1, gated_norm(block, gate, "bn1"))
+        w2, b2 = fold_bn(block.conv2, gated_norm(block, gate, "bn2"))
+        self.register_buffer("w1", w1)
+        self.register_buffer("b1", b1)
+        self.register_buffer("w2", w2)
+        self.register_buffer("b2", b2)
+        self.conv1, self.conv2 = _ConvGeometry(block.conv1), _ConvGeometry(block.conv2)
+        self.act1, self.aa, self.act_out = block.act1, _check_aa(block.aa), block.act2
+
+    def branch(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        (m1,) = masks
+        idx, empty = _nonempty(_kept(m1))
+        h = self.act1(self.conv1(x, self.w1.index_select(0, idx), self.b1.index_select(0, idx)))
+        h = self.aa(_apply(h, m1, idx, empty))
+        return self.conv2(h, self.w2.index_select(1, idx), self.b2)
+
+
+class CompactBottleneck(_CompactBlock):
+    """A timm ``Bottleneck`` that shrinks both gated inner widths (conv1 rows, conv2 rows and
+    columns, conv3 columns); a grouped conv2 runs at full width (see the module docstring)."""
+
+    def __init__(self, block: Bottleneck, gate: BlockGate, strategy: BatchStrategy = "union") -> None:
+        super().__init__(block, gate, strategy)
+        for i, (conv, bn) in enumerate(((block.conv1, "bn1"), (block.conv2, "bn2"), (block.conv3, "bn3")), 1):
+            w, b = fold_bn(conv, gated_norm(block, gate, bn))
+            self.register_buffer(f"w{i}", w)
+            self.register_buffer(f"b{i}", b)
+        self.conv1, self.conv2 = _ConvGeometry(block.conv1), _ConvGeometry(block.conv2)
+        self.conv3 = _ConvGeometry(block.conv3)
+        self.width1 = block.conv1.out_channels
+        self.act1, self.act2, self.act_out = block.act1, block.act2, block.act3
+        self.aa = _check_aa(block.aa)
+
+    def branch(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        m1, m2 = masks
+        idx1, empty1 = _nonempty(_kept(m1))
+        idx2, empty2 = _nonempty(_kept(m2))
+        h = self.act1(self.conv1(x, self.w1.index_select(0, idx1), self.b1.index_select(0, idx1)))
+        h = _apply(h, m1, idx1, empty1)
+        if self.conv2.groups == 1:
+            w2 = self.w2.index_select(0, idx2).index_select(1, idx1)
+            h = self.conv2(h, w2, self.b2.index_select(0, idx2))
+        else:
+            full = h.new_zeros((h.shape[0], self.width1) + h.shape[2:])
+            full.index_copy_(1, idx1, h)
+            h = self.conv2(full, self.w2, self.b2).index_select(1, idx2)
+        h = self.aa(_apply(self.act2(h), m2, idx2, empty2))
+        return self.conv3(h, self.w3.index_select(1, idx2), self.b3)
+
+
+def compact_resnet_block(block: nn.Module, gate: BlockGate, strategy: BatchStrategy) -> nn.Module | None:
+    """The compact version of a gated timm ResNet block, or None for any other module."""
+    if isinstance(block, BasicBlock):
+        return CompactBasicBlock(block, gate, strategy)
+    if isinstance(block, Bottleneck):
+        return CompactBottleneck(block, gate, strategy)
+    return None

@@ -1,0 +1,75 @@
+"""``compact(model)``: an inference module that executes only the channels the gates keep."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+from torch import nn
+
+from ..attach import detach_gates, iter_gates, require_gates
+from ..errors import UnsupportedModelError
+from ..gates import BlockGate
+from .resnet import BATCH_STRATEGIES, BatchStrategy, compact_resnet_block
+
+#: Builders tried in order; each returns a compact block or None when the block is not its family.
+COMPACT_BUILDERS: list[Callable[[nn.Module, BlockGate, BatchStrategy], nn.Module | None]] = [
+    compact_resnet_block,
+]
+
+
+def compact(model: nn.Module, *, batch_strategy: BatchStrategy = "union") -> nn.Module:
+    """Build an inference copy of a gated model that runs each gated block on its kept channels.
+
+    The result computes what ``model`` computes in gated mode and eval mode (deterministic gates,
+    gated-mode norms) to within float rounding (BN is folded into the convs), but each block's gate
+    runs first and the block then convolves only the channels that are on: conv1's kept output rows
+    and conv2's kept input columns (Bottleneck: both inner widths). The gate networks still run (and
+    their cost is what ``count_macs`` counts). ``model`` itself is not modified.
+
+    Args:
+        model: A gated timm ResNet (``attach_gates`` or a registered ``gated_*`` model).
+        batch_strategy: How a batch of several images is run: ``"union"`` of the kept channels
+            with per-sample zeroing (default, fastest in ``docs/speed.md``), ``"per_sample"``, or
+            ``"group"`` (one pass per distinct mask pattern). Batch 1 is always exact slicing.
+
+    Returns:
+        A module in eval mode, the same timm model class with every gated block replaced by its
+        compact version and no gates or hooks left. For inference only (``torch.no_grad``).
+
+    Raises:
+        NoGatesError: ``model`` has no gates.
+        UnsupportedModelError: a gated block has no compact implementation.
+        ValueError: unknown ``batch_strategy``.
+
+    Example:
+        >>> fast = compact(timm.create_model("gated_resnet18", budget=0.3).eval())
+        >>> with torch.no_grad():
+        ...     logits = fast(image)  # == the masked gated model's logits
+    """
+    if batch_strategy not in BATCH_STRATEGIES:
+        raise ValueError(
+            f"unknown batch_strategy {batch_strategy!r}; valid: {', '.join(BATCH_STRATEGIES)}"
+        )
+    require_gates(model)
+    new = copy.deepcopy(model).eval()
+    replacements = []
+    for name, gate in iter_gates(new):
+        block = new.get_submodule(name)
+        built = None
+        for builder in COMPACT_BUILDERS:
+            built = builder(block, gate, batch_strategy)
+            if built is not None:
+                break
+        if built is None:
+            raise UnsupportedModelError(
+                f"no compact implementation for gated block {name!r} ({type(block).__name__}); "
+                "supported: timm ResNet BasicBlock and Bottleneck"
+            )
+        replacements.append((name, built.eval()))
+    detach_gates(new)
+    for name, built in replacements:
+        new.set_submodule(name, built)
+    for p in new.parameters():
+        p.requires_grad_(False)
+    return new
