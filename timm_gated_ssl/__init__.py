@@ -15,6 +15,7 @@ from . import models  # noqa: F401  (registers the models in timm)
 from .attach import (
     attach_gates,
     clear_gate_masks,
+    convert_sync_batchnorm,
     detach_gates,
     gate_config,
     gate_masks,
@@ -39,6 +40,6 @@ __version__ = "0.1.0"
 __all__ = [
     "BlockGate", "GateConfig", "GatesAlreadyAttachedError", "GatingError", "InvalidBudgetError",
     "NoGatesError", "UncalibratedBudgetError", "UnsupportedModelError", "attach_gates",
-    "clear_gate_masks", "detach_gates", "gate_config", "gate_masks", "gate_mode", "get_gate_mode",
+    "clear_gate_masks", "convert_sync_batchnorm", "detach_gates", "gate_config", "gate_masks", "gate_mode", "get_gate_mode",
     "has_gates", "iter_gates", "set_gate_mode",
 ]

@@ -13,9 +13,10 @@ from .api import (
 )
 from .modes import clear_gate_masks, gate_masks, gate_mode, get_gate_mode, set_gate_mode
 from .spec import BlockFamily, BlockSpec
+from .sync_bn import convert_sync_batchnorm
 
 __all__ = [
-    "FAMILIES", "GATE_ATTR", "BlockFamily", "BlockSpec", "attach_gates", "clear_gate_masks",
+    "FAMILIES", "GATE_ATTR", "BlockFamily", "BlockSpec", "attach_gates", "clear_gate_masks", "convert_sync_batchnorm",
     "detach_gates", "gate_config", "gate_masks", "gate_mode", "get_gate_mode", "has_gates",
     "iter_gates", "register_family", "require_gates", "set_gate_mode",
 ]

@@ -93,6 +93,8 @@ class BlockGate(nn.Module):
         self.mode: str = "dense"
         self.masks: tuple[torch.Tensor, ...] | None = None
         self._active: tuple[torch.Tensor, ...] | None = None
+        self.mask_points: tuple[MaskPoint, ...] = ()
+        self.norm_paths: tuple[str, ...] = ()
 
     # ----------------------------------------------------------------------------------- masks
     def pool(self, x: torch.Tensor) -> torch.Tensor:
@@ -154,6 +156,8 @@ class BlockGate(nn.Module):
             mask_points: Where mask ``i`` is applied, in the order of ``widths``.
             norm_paths: Attribute paths of the block's norms that exist once per mode.
         """
+        self.mask_points = tuple(mask_points)
+        self.norm_paths = tuple(norm_paths)
         block.register_forward_pre_hook(self._on_block_input)
         for index, point in enumerate(mask_points):
             module = block.get_submodule(point.path)

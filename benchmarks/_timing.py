@@ -1,0 +1,60 @@
+"""Timing helpers for the benchmarks: interleaved pairs and the median of per-pair ratios.
+
+This machine's speed drifts by up to 30% within minutes, so a variant is never compared with a
+baseline timed minutes apart: each repeat times the baseline then the variant back to back, and the
+reported ratio is the median over repeats of ``variant / baseline``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def time_call(fn: Callable[[], Any], *, inner: int = 1) -> float:
+    """Seconds per call of ``fn`` averaged over ``inner`` back-to-back calls."""
+    start = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - start) / inner
+
+
+@torch.inference_mode()
+def interleaved_ratios(
+    baseline: Callable[[], Any],
+    variants: dict[str, Callable[[], Any]],
+    *,
+    repeats: int,
+    inner: int = 1,
+    warmup: int = 2,
+) -> dict[str, dict[str, float]]:
+    """Median ratio ``variant / baseline`` over interleaved repeats, plus median times (seconds)."""
+    for fn in [baseline, *variants.values()]:
+        for _ in range(warmup):
+            fn()
+    ratios: dict[str, list[float]] = {name: [] for name in variants}
+    times: dict[str, list[float]] = {name: [] for name in ["baseline", *variants]}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            base = time_call(baseline, inner=inner)
+            value = time_call(fn, inner=inner)
+            ratios[name].append(value / base)
+            times["baseline"].append(base)
+            times[name].append(value)
+    out = {"baseline": {"seconds": statistics.median(times["baseline"])}}
+    for name in variants:
+        out[name] = {"ratio": statistics.median(ratios[name]), "seconds": statistics.median(times[name])}
+    return out
+
+
+def write_json(path: str | Path, payload: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {path}")
