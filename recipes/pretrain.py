@@ -1,0 +1,259 @@
+#!/usr/bin/env python
+"""Self-supervised co-training of a dense and a gated encoder (Krishna et al., BMVC 2023).
+
+    accelerate launch recipes/pretrain.py --config recipes/configs/quickstart.yaml \
+        --output_dir runs/quickstart [--key value ...]
+
+Any field of ``timm_gated_ssl.recipe.PretrainConfig`` can be overridden as ``--key value``. The
+infrastructure flags below are not part of the config. Reads top to bottom: config, data, model,
+optimizer, ``prepare``, loop, export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import timm
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from tqdm.auto import tqdm
+
+import timm_gated_ssl  # noqa: F401  (registers the gated models)
+from timm_gated_ssl import gate_mode, has_gates
+from timm_gated_ssl.budget import BudgetLoss, gated_param_groups
+from timm_gated_ssl.compute import count_macs
+from timm_gated_ssl.eval import extract_features, knn_accuracy
+from timm_gated_ssl.recipe import (
+    DualSSLModel,
+    NonFiniteLossError,
+    PretrainConfig,
+    TrainState,
+    export_model,
+    prepare_output_dir,
+    resolve_checkpoint,
+    save_training_state,
+)
+from timm_gated_ssl.recipe.data import build_monitor_data, build_train_loader, load_train_split
+from timm_gated_ssl.recipe.outputs import write_json
+from timm_gated_ssl.ssl import build_ssl_objective, cosine_momentum_schedule
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, PretrainConfig]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=None, help="YAML file of PretrainConfig fields")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a state folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in output_dir")
+    parser.add_argument("--report_to", default=None, help="tensorboard, wandb, all, ... (Accelerate trackers)")
+    parser.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
+    parser.add_argument("--cpu", action="store_true", help="force the CPU")
+    parser.add_argument("--channels_last", action="store_true")
+    parser.add_argument("--no_progress", action="store_true")
+    args, rest = parser.parse_known_args(argv)
+    return args, PretrainConfig.load(args.config, rest)
+
+
+def knn_monitor(accelerator, backbone, monitor, config) -> dict[str, float]:
+    """Weighted k-NN top-1 of the dense (and gated) features on the labelled monitor splits."""
+    modes = ["dense", "gated"] if has_gates(backbone) else ["dense"]
+    results = {}
+    for mode in modes:
+        kw = dict(accelerator=accelerator, progress=False, mode=mode if has_gates(backbone) else None,
+                  mode_context=gate_mode if has_gates(backbone) else None)
+        bank = extract_features(backbone, monitor.bank, desc=f"bank/{mode}", **kw)
+        query = extract_features(backbone, monitor.query, desc=f"query/{mode}", **kw)
+        results[f"knn_{mode}"] = knn_accuracy(bank, query, k=config.knn_k, temperature=config.knn_temperature,
+                                              num_classes=monitor.num_classes)
+    backbone.train()
+    return results
+
+
+@torch.no_grad()
+def realised_mac_ratio(backbone, loader, *, max_batches: int = 8) -> dict[str, float]:
+    """Deterministic (eval-mode) gated MACs / dense MACs on evaluation images."""
+    ratios, dense = [], 0
+    for i, (images, _) in enumerate(loader):
+        if i == max_batches:
+            break
+        count = count_macs(backbone, images.to(next(backbone.parameters()).device))
+        ratios.append(count.gated / count.dense)
+        dense = count.dense
+    ratio = float(torch.cat(ratios).mean())
+    return {"mac_ratio": ratio, "flops_reduction": 1.0 - ratio, "dense_macs": dense, "gated_macs": ratio * dense}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, config = parse_args(argv)
+    accelerator = Accelerator(
+        cpu=args.cpu, mixed_precision=args.mixed_precision, log_with=args.report_to,
+        project_dir=args.output_dir, gradient_accumulation_steps=config.grad_accum_steps,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    output_dir = Path(args.output_dir)
+    if accelerator.is_main_process:
+        prepare_output_dir(output_dir, overwrite=args.overwrite, resuming=args.resume_from_checkpoint is not None)
+        config.save(output_dir / "config.yaml")
+    accelerator.wait_for_everyone()
+    set_seed(config.seed, device_specific=True)
+
+    # ---- data
+    train_info = load_train_split(config)
+    loader = build_train_loader(config, train_info, world_size=accelerator.num_processes)
+    monitor = build_monitor_data(config, train_info) if (config.knn_every or config.eval_split) else None
+
+    # ---- model: backbone (gated or plain), SSL heads and loss, budget losses
+    backbone = timm.create_model(config.model, **config.model_args())
+    if args.channels_last:
+        backbone = backbone.to(memory_format=torch.channels_last)
+    loss_kwargs = {"temperature": config.simclr_temperature} if config.method == "simclr" else {}
+    objective = build_ssl_objective(config.method, in_dim=backbone.num_features,
+                                    hidden_dim=config.projector_hidden_dim,
+                                    out_dim=config.projector_out_dim, **loss_kwargs)
+    model = DualSSLModel(
+        backbone, objective, gating=config.gating,
+        budget_loss=BudgetLoss(config.budget, compute_weight=config.budget_weight,
+                               bound_weight=config.bound_weight, alpha=config.bound_alpha)
+        if config.gating else None,
+        momentum_target=config.method == "byol",
+    )
+    if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
+        model = timm_gated_ssl.convert_sync_batchnorm(model)
+
+    # ---- optimizer (timm) and per-step schedule: warm-up then cosine
+    updates_per_epoch = len(loader) // config.grad_accum_steps // accelerator.num_processes
+    updates_per_epoch = max(updates_per_epoch, 1)
+    total_updates = config.epochs * updates_per_epoch
+    global_batch = config.batch_size * accelerator.num_processes * config.grad_accum_steps
+    lr = config.lr * global_batch / 256
+    groups = gated_param_groups(model, weight_decay=config.weight_decay)
+    opt_name = "larc" if config.optimizer == "lars" else config.optimizer
+    opt_kwargs = {"trust_coeff": config.lars_trust} if config.optimizer == "lars" else {}
+    optimizer = create_optimizer_v2(groups, opt=opt_name, lr=lr, weight_decay=config.weight_decay,
+                                    momentum=config.momentum, **opt_kwargs)
+    scheduler = CosineLRScheduler(
+        optimizer, t_initial=total_updates, lr_min=config.min_lr,
+        warmup_t=int(config.warmup_epochs * updates_per_epoch), warmup_lr_init=0.0,
+        warmup_prefix=True, t_in_epochs=False,
+    )
+
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    state = TrainState()
+    accelerator.register_for_checkpointing(scheduler, state)
+    if args.resume_from_checkpoint:
+        path = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
+        accelerator.load_state(str(path))
+        accelerator.print(f"resumed from {path} at step {state.step} (epoch {state.epoch})")
+    if args.report_to:
+        accelerator.init_trackers("timm_gated_ssl", config=config.to_dict())
+
+    unwrapped = accelerator.unwrap_model(model)
+    max_updates = min(total_updates, config.max_steps or total_updates)
+    progress = tqdm(total=max_updates, initial=state.step, disable=args.no_progress or not accelerator.is_main_process,
+                    desc="pretrain", dynamic_ncols=True)
+    start_time, start_images = time.perf_counter(), state.images_seen
+    metrics: dict[str, float] = {}
+    interrupted = False
+    try:
+        while state.epoch < config.epochs and state.step < max_updates:
+            loader.set_epoch(state.epoch)  # sampler order
+            loader.dataset.set_epoch(state.epoch)  # augmentations
+            batches = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
+            model.train()
+            for view_gated, view_dense in batches:
+                if args.channels_last:
+                    view_gated = view_gated.contiguous(memory_format=torch.channels_last)
+                    view_dense = view_dense.contiguous(memory_format=torch.channels_last)
+                with accelerator.accumulate(model):
+                    epoch_float = state.epoch + state.batch_in_epoch / max(len(loader), 1)
+                    out = model(view_gated, view_dense, epoch=epoch_float)
+                    bad = (~torch.isfinite(out.loss.detach())).float().reshape(1)
+                    if accelerator.reduce(bad, "sum").item() > 0:
+                        raise NonFiniteLossError(
+                            f"the loss became {out.loss.item()} at step {state.step + 1} (epoch {state.epoch}); "
+                            "training stopped and the last saved training state is kept. Lower lr or "
+                            "use fp32 / bf16 instead of fp16."
+                        )
+                    accelerator.backward(out.loss)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                state.batch_in_epoch += 1
+                state.images_seen += view_gated.shape[0] * accelerator.num_processes
+                if not accelerator.sync_gradients:
+                    continue
+                state.step += 1
+                scheduler.step_update(state.step)
+                if config.method == "byol":
+                    unwrapped.update_target(cosine_momentum_schedule(state.step, total_updates,
+                                                                     base_tau=config.byol_momentum))
+                elapsed = time.perf_counter() - start_time
+                speed = (state.images_seen - start_images) / max(elapsed, 1e-9)
+                logs = {"loss": out.loss.item(), **{k: v.item() for k, v in out.terms.items()},
+                        "lr": optimizer.param_groups[0]["lr"], "images_per_s": speed}
+                if out.mac_ratio is not None:
+                    logs["mac_ratio"] = accelerator.reduce(out.mac_ratio.detach().reshape(1), "mean").item()
+                progress.update(1)
+                if state.step % config.log_every == 0 or state.step == max_updates:
+                    postfix = {"loss": f"{logs['loss']:.3f}", "img/s": f"{speed:.0f}"}
+                    if "mac_ratio" in logs:
+                        postfix["macs"] = f"{logs['mac_ratio']:.3f}"
+                    progress.set_postfix(postfix)
+                    accelerator.log(logs, step=state.step)
+                if state.step >= max_updates:
+                    break
+            else:
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                if config.save_every and state.epoch % config.save_every == 0:
+                    save_training_state(accelerator, output_dir, state.step)
+                if monitor is not None and config.knn_every and state.epoch % config.knn_every == 0:
+                    knn = knn_monitor(accelerator, unwrapped.backbone, monitor, config)
+                    accelerator.log(knn, step=state.step)
+                    progress.write(f"epoch {state.epoch}: " + ", ".join(f"{k} {v:.2f}" for k, v in knn.items()))
+    except KeyboardInterrupt:
+        interrupted = True
+        accelerator.print("interrupted: saving the training state")
+        save_training_state(accelerator, output_dir, state.step)
+    progress.close()
+    wall_time = time.perf_counter() - start_time
+
+    # ---- export: timm checkpoint, metrics, final training state
+    if not interrupted:
+        save_training_state(accelerator, output_dir, state.step)
+    backbone = unwrapped.backbone
+    metrics.update(steps=state.step, epochs=state.epoch + state.batch_in_epoch / max(len(loader), 1),
+                   images_per_s=(state.images_seen - start_images) / max(wall_time, 1e-9),
+                   wall_time_s=wall_time, world_size=accelerator.num_processes)
+    # DDP keeps replicas identical; check it, since a desync would silently corrupt the export.
+    checksum = torch.stack([p.detach().double().sum() for p in backbone.parameters()]).sum()
+    gathered = accelerator.gather(checksum.reshape(1).to(accelerator.device))
+    metrics["ranks_in_sync"] = bool(torch.all(gathered == gathered[0]).item())
+    if monitor is not None:
+        metrics.update(knn_monitor(accelerator, backbone, monitor, config))
+        if has_gates(backbone):
+            metrics.update(realised_mac_ratio(backbone, monitor.query))
+    if accelerator.is_main_process:
+        export_model(backbone.float(), output_dir, model_args=config.model_args())
+        write_json(output_dir / "metrics.json", metrics)
+        print("final: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    accelerator.end_training()
+    if interrupted:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FileExistsError, FileNotFoundError, NonFiniteLossError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.stdout.flush()
+        os._exit(2)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # gloo may abort at interpreter exit after the work is done

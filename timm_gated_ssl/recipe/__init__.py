@@ -1,0 +1,19 @@
+"""Building blocks of ``recipes/pretrain.py``: config, co-training module, data, outputs."""
+
+from .config import PretrainConfig, parse_overrides
+from .dual import DualSSLModel, StepOutput
+from .outputs import (
+    OutputDirNotEmptyError,
+    export_model,
+    list_checkpoints,
+    prepare_output_dir,
+    resolve_checkpoint,
+    save_training_state,
+)
+from .state import NonFiniteLossError, TrainState
+
+__all__ = [
+    "DualSSLModel", "NonFiniteLossError", "OutputDirNotEmptyError", "PretrainConfig", "StepOutput",
+    "TrainState", "export_model", "list_checkpoints", "parse_overrides", "prepare_output_dir",
+    "resolve_checkpoint", "save_training_state",
+]
