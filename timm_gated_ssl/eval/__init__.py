@@ -1,11 +1,14 @@
 """Evaluation of frozen encoders: features, k-NN, linear probe, reports and figures.
 
-Mode-agnostic: functions take features (or a model and a loader) and return metrics; switching an
+:func:`evaluate_checkpoint` runs the whole protocol on a checkpoint (dense, gated, calibrated
+budgets, a vanilla baseline) and writes the results and figures; the rest is mode-agnostic:
+functions take features (or a model and a loader) and return metrics; switching an
 encoder between its dense and gated modes is the caller's business (``mode``/``mode_context`` of
 :func:`extract_features`).
 """
 
 from timm_gated_ssl.eval.channel_usage import ChannelUsage, channel_usage_from_masks
+from timm_gated_ssl.eval.checkpoint import evaluate_checkpoint, load_checkpoint, write_outputs
 from timm_gated_ssl.eval.evaluate import evaluate_features
 from timm_gated_ssl.eval.features import MISSING_LABEL, Features, extract_features
 from timm_gated_ssl.eval.knn import knn_accuracy, knn_predict
@@ -29,12 +32,15 @@ __all__ = [
     "RepeatedLinearProbeResult",
     "TradeoffPoint",
     "channel_usage_from_masks",
+    "evaluate_checkpoint",
     "evaluate_features",
     "extract_features",
     "knn_accuracy",
     "knn_predict",
     "linear_probe",
     "linear_probe_repeated",
+    "load_checkpoint",
     "plot_channel_usage",
     "plot_tradeoff",
+    "write_outputs",
 ]

@@ -18,7 +18,15 @@ linear_runs    number of linear-probe seeds averaged
 macs           multiply-accumulates per image on the test set (conv MACs incl. gates and stem)
 mac_fraction   ``macs`` / dense MACs (``F_g / F_d``); 1.0 for dense
 flops_reduction ``1 - mac_fraction`` (derived; written by ``to_dict``, checked by ``from_dict``)
+calibrated     ``True`` when the gates run at a threshold calibrated to ``budget`` (then ``budget``
+               is the calibration target, not the training target)
+calibration_mac_fraction  ``F_g / F_d`` on the calibration data, for calibrated entries
+gate_offset    global gate-logit offset the entry was measured at (gated entries)
+channel_usage  per gated block: channels always off / always on / data-dependent on the test set
 ============== ===============================================================================
+
+Fields added after the first release (``calibrated`` and below) have defaults, so dicts written
+before them still load.
 
 Example:
     >>> entry = ModeEvaluation(mode="gated", budget=0.3, linear_top1=90.27, mac_fraction=0.3357)
@@ -33,6 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from timm_gated_ssl.eval.channel_usage import ChannelUsage
 from timm_gated_ssl.eval.plots import TradeoffPoint
 
 __all__ = ["SCHEMA_VERSION", "EvaluationResult", "ModeEvaluation"]
@@ -54,6 +63,23 @@ def _check_optional_number(name: str, value: Any, *, low: float, high: float) ->
         raise ValueError(f"{name} must be None or a number in [{low}, {high}], got {value!r}")
 
 
+def _usage_from_dict(item: Mapping[str, Any]) -> ChannelUsage:
+    keys = {"block", "always_off", "always_on", "dynamic"}
+    unknown = sorted(set(item) - keys - {"channels"})
+    if unknown or not keys <= set(item):
+        raise ValueError(
+            f"a channel_usage item needs the keys {sorted(keys)} (and optionally 'channels'), "
+            f"got {sorted(item)}"
+        )
+    usage = ChannelUsage(**{k: item[k] for k in keys})
+    if "channels" in item and item["channels"] != usage.channels:
+        raise ValueError(
+            f"channel_usage of block {usage.block!r}: channels={item['channels']!r} is not "
+            "always_off + always_on + dynamic"
+        )
+    return usage
+
+
 @dataclass(frozen=True)
 class ModeEvaluation:
     """Metrics and compute of one encoder mode at one budget (one row of the results table).
@@ -68,6 +94,14 @@ class ModeEvaluation:
         linear_runs: Number of linear-probe seeds behind ``linear_top1``.
         macs: Multiply-accumulates per image (mean over the test set).
         mac_fraction: ``macs`` over the dense MACs (``F_g / F_d``), > 0; 1.0 for dense.
+        calibrated: The gates ran at a threshold calibrated to ``budget`` (see
+            :func:`~timm_gated_ssl.calibration.calibrate_budget`); ``budget`` is then the
+            calibration target rather than the training target.
+        calibration_mac_fraction: ``F_g / F_d`` realised on the calibration data (calibrated
+            entries).
+        gate_offset: The global gate-logit offset the entry was measured at (gated entries).
+        channel_usage: Per gated block, the channels that were always off, always on or
+            data-dependent over the evaluation split (gated entries).
     """
 
     mode: Mode
@@ -79,6 +113,10 @@ class ModeEvaluation:
     linear_runs: int | None = None
     macs: float | None = None
     mac_fraction: float | None = None
+    calibrated: bool = False
+    calibration_mac_fraction: float | None = None
+    gate_offset: float | None = None
+    channel_usage: tuple[ChannelUsage, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
@@ -102,6 +140,22 @@ class ModeEvaluation:
         _check_optional_number("mac_fraction", self.mac_fraction, low=0.0, high=math.inf)
         if self.mac_fraction == 0:
             raise ValueError("mac_fraction must be > 0 (MACs / dense MACs), got 0")
+        if not isinstance(self.calibrated, bool):
+            raise ValueError(f"calibrated must be a bool, got {self.calibrated!r}")
+        if self.calibrated and self.budget is None:
+            raise ValueError("a calibrated entry needs the budget it was calibrated to")
+        _check_optional_number(
+            "calibration_mac_fraction", self.calibration_mac_fraction, low=0.0, high=math.inf
+        )
+        _check_optional_number("gate_offset", self.gate_offset, low=-math.inf, high=math.inf)
+        if self.channel_usage is not None:
+            usage = tuple(self.channel_usage)
+            for i, item in enumerate(usage):
+                if not isinstance(item, ChannelUsage):
+                    raise TypeError(
+                        f"channel_usage[{i}] must be a ChannelUsage, got {type(item).__name__}"
+                    )
+            object.__setattr__(self, "channel_usage", usage)
 
     @property
     def flops_reduction(self) -> float | None:
@@ -112,6 +166,17 @@ class ModeEvaluation:
         """JSON-safe dict of every field plus the derived ``flops_reduction``."""
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["flops_reduction"] = self.flops_reduction
+        if self.channel_usage is not None:
+            out["channel_usage"] = [
+                {
+                    "block": u.block,
+                    "always_off": u.always_off,
+                    "always_on": u.always_on,
+                    "dynamic": u.dynamic,
+                    "channels": u.channels,
+                }
+                for u in self.channel_usage
+            ]
         return out
 
     @classmethod
@@ -130,7 +195,12 @@ class ModeEvaluation:
             )
         if "mode" not in data:
             raise ValueError("a ModeEvaluation dict needs a 'mode' key")
-        entry = cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("channel_usage") is not None:
+            values["channel_usage"] = tuple(
+                _usage_from_dict(item) for item in values["channel_usage"]
+            )
+        entry = cls(**values)
         stored = data.get("flops_reduction")
         derived = entry.flops_reduction
         if stored is not None and (derived is None or abs(stored - derived) > 1e-9):
@@ -150,12 +220,15 @@ class EvaluationResult:
         dataset: Dataset identifier, e.g. ``"cifar10"``.
         entries: One :class:`ModeEvaluation` per mode and budget.
         split: Evaluation split the metrics are measured on.
+        protocol: JSON-safe description of how the numbers were obtained (splits, sample counts,
+            image size, k-NN and probe settings, checkpoint paths); empty when not recorded.
     """
 
     model_name: str
     dataset: str
     entries: tuple[ModeEvaluation, ...] = field(default_factory=tuple)
     split: str = "test"
+    protocol: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "entries", tuple(self.entries))
@@ -173,6 +246,7 @@ class EvaluationResult:
             "dataset": self.dataset,
             "split": self.split,
             "entries": [entry.to_dict() for entry in self.entries],
+            "protocol": dict(self.protocol),
         }
 
     @classmethod
@@ -188,7 +262,7 @@ class EvaluationResult:
             raise ValueError(
                 f"schema_version {version!r} is not supported; this version reads {SCHEMA_VERSION}"
             )
-        valid = {"schema_version", "model_name", "dataset", "split", "entries"}
+        valid = {"schema_version", "model_name", "dataset", "split", "entries", "protocol"}
         unknown = sorted(set(data) - valid)
         if unknown:
             raise ValueError(
@@ -202,6 +276,7 @@ class EvaluationResult:
             dataset=data["dataset"],
             split=data.get("split", "test"),
             entries=tuple(ModeEvaluation.from_dict(e) for e in data.get("entries", ())),
+            protocol=dict(data.get("protocol") or {}),
         )
 
     def to_markdown(self) -> str:
@@ -235,7 +310,7 @@ class EvaluationResult:
                 "| "
                 + " | ".join(
                     [
-                        e.mode,
+                        f"{e.mode} (calibrated)" if e.calibrated else e.mode,
                         "-" if e.budget is None else f"{e.budget:g}",
                         linear(e),
                         pct(e.knn_top1),
@@ -262,6 +337,8 @@ class EvaluationResult:
             if value is None or e.macs is None or e.mac_fraction is None:
                 continue
             label = e.mode if e.budget is None else f"{e.mode} t_d={e.budget:g}"
+            if e.calibrated:
+                label += " (calibrated)"
             points.append(
                 TradeoffPoint(
                     label=label,
