@@ -187,3 +187,59 @@ def test_vit_tiny_224_dense_total() -> None:
     for block in model.blocks:
         block.attn.fused_attn = False
     assert flop_macs(model, x) == 1_253_491_200
+
+
+def test_budget_loss_moves_vit_ratio_toward_target() -> None:
+    from timm_gated_ssl.budget import BudgetLoss, gated_param_groups
+
+    model, size = make("vit_cls_p8_head")
+    tgs.attach_gates(model, budget=0.2).train()
+    groups = {g["name"]: g for g in gated_param_groups(model)}
+    gate_weights = {id(p) for _, g in tgs.iter_gates(model) for p in g.net.parameters() if p.ndim > 1}
+    assert {id(p) for p in groups["gates"]["params"]} == gate_weights
+    optimizer = torch.optim.Adam([p for _, g in tgs.iter_gates(model) for p in g.parameters()], lr=0.05)
+    loss_fn = BudgetLoss()  # the model's budget, 0.2
+    ratios = []
+    tgs.set_gate_mode(model, "gated")
+    for _ in range(15):
+        x = torch.randn(8, 3, size, size)
+        model(x)
+        out = loss_fn(model, x, epoch=0)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        ratios.append(out.mac_ratio.item())
+    assert abs(ratios[-1] - 0.2) < abs(ratios[0] - 0.2) - 0.1, ratios
+
+
+def test_calibrate_budget_on_vit() -> None:
+    from timm_gated_ssl.calibration import calibrate_budget, set_budget
+
+    model, size = make("vit_cls_p8_head")
+    tgs.attach_gates(model, budget=0.5)
+    spread_gates(model)
+    loader = [(torch.randn(8, 3, size, size), torch.zeros(8)) for _ in range(2)]
+    images = torch.cat([b[0] for b in loader])
+    for target in (0.3, 0.6):
+        calibrate_budget(model, loader, target)
+        assert abs(count_macs(model, images).mean_ratio - target) <= 0.01
+    set_budget(model, 0.3)
+    assert abs(count_macs(model, images).mean_ratio - 0.3) <= 0.01
+
+
+def test_calibrated_registered_vit_round_trips(tmp_path) -> None:
+    import timm_gated_ssl.models.vit  # noqa: F401
+    from timm.models import save_for_hf
+
+    from timm_gated_ssl.calibration import calibrate_budget, set_budget
+
+    model = timm.create_model("gated_vit_tiny_patch4_32", depth=2, num_classes=0, budget=0.4).eval()
+    spread_gates(model)
+    images = torch.randn(16, 3, 32, 32)
+    calibrate_budget(model, [images], 0.4)
+    calibrate_budget(model, [images], 0.7)
+    save_for_hf(model, tmp_path)
+    loaded = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    assert set(loaded.calibrated_budgets) == {"0.4", "0.7"}
+    set_budget(loaded, 0.4)
+    assert abs(count_macs(loaded, images).mean_ratio - 0.4) <= 0.01

@@ -86,23 +86,24 @@ def test_bad_budget_through_create_model() -> None:
 def test_save_load_round_trip_through_timm(tmp_path, separate_bn: bool) -> None:
     model = timm.create_model(
         "gated_vit_tiny_patch4_32", budget=0.2, separate_bn=separate_bn, tau=0.5, gate_reduction=8,
-        calibrated_budgets={"0.2": 0.7}, num_classes=0, **TINY,
+        calibrated_budgets={"0.2": 0.75}, num_classes=0, **TINY,
     ).eval()
     with torch.no_grad():
         for _, gate in iter_gates(model):
             gate.net.expand.weight.mul_(20.0)  # masks that differ per sample
-            gate.logit_offset.fill_(0.7)
+            assert float(gate.logit_offset) == 0.75  # the calibrated budget's offset is applied
             for p in gate.norms.parameters():
                 p.add_(0.1)
     save_for_hf(model, tmp_path)
     args = json.loads((tmp_path / "config.json").read_text())["model_args"]
     assert args["budget"] == 0.2 and args["separate_bn"] is separate_bn
     assert args["tau"] == 0.5 and args["gate_reduction"] == 8
-    assert args["calibrated_budgets"] == {"0.2": 0.7}
+    assert args["calibrated_budgets"] == {"0.2": 0.75}
     loaded = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
     assert type(loaded) is type(model)
     assert gate_config(loaded) == gate_config(model)
-    assert loaded.calibrated_budgets == {"0.2": 0.7}
+    assert loaded.calibrated_budgets == {"0.2": 0.75}
+    assert all(float(g.logit_offset) == 0.75 for _, g in iter_gates(loaded))
     state = loaded.state_dict()
     assert list(state) == list(model.state_dict())
     for key, value in model.state_dict().items():

@@ -17,6 +17,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from ..attach import attach_gates
+from ..calibration import budget_key, set_budget
 from ..gates import GateConfig
 from .resnet import CIFAR_MEAN, CIFAR_STD
 
@@ -34,7 +35,9 @@ class GatedVisionTransformer(VisionTransformer):
         separate_bn: One set of block norms (``norm1``, ``norm2``, q/k norms) per mode.
         tau: Gate estimator temperature.
         gate_reduction: Gate hidden width is ``embed_dim // gate_reduction``.
-        calibrated_budgets: ``{budget: logit offset}`` table written by ``calibrate_budget``.
+        calibrated_budgets: ``{budget: logit offset}`` table written by ``calibrate_budget``
+            (string keys, e.g. ``{"0.3": 1.25}``); when ``budget`` is in it, its offset is applied
+            to every gate, as for ``GatedResNet``.
         **kwargs: Passed to timm's ``VisionTransformer``.
     """
 
@@ -54,7 +57,11 @@ class GatedVisionTransformer(VisionTransformer):
             attach_gates(
                 self, budget=budget, separate_bn=separate_bn, tau=tau, reduction=gate_reduction
             )
-        self.calibrated_budgets = dict(calibrated_budgets or {})
+        self.calibrated_budgets = {
+            budget_key(float(k)): float(v) for k, v in (calibrated_budgets or {}).items()
+        }
+        if gated and budget_key(budget) in self.calibrated_budgets:
+            set_budget(self, budget)
 
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> GatedVisionTransformer:
