@@ -49,7 +49,10 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
 
 __all__ = [
-    "WEIGHT_FILES", "channel_usage_markdown", "evaluate_checkpoint", "load_checkpoint",
+    "WEIGHT_FILES",
+    "channel_usage_markdown",
+    "evaluate_checkpoint",
+    "load_checkpoint",
     "write_outputs",
 ]
 
@@ -103,7 +106,7 @@ def _load(checkpoint: str | os.PathLike[str] | nn.Module) -> _Loaded:
         from ..hub.load import load_from_hub
 
         model = load_from_hub(text).float().eval()
-        return _Loaded(model, text[len("hf-hub:"):], text, {})
+        return _Loaded(model, text[len("hf-hub:") :], text, {})
     path = Path(text)
     if not path.is_dir():
         raise CheckpointError(
@@ -195,8 +198,10 @@ def _prepare_data(
             "the images they are evaluated on would leak; leave it None (a held-out slice of "
             "train_split) or name another split"
         )
-    kwargs: dict[str, Any] = dict(image_size=image_size, data_dir=data_dir, hub_id=hub_id)
-    train = _labelled(load_image_dataset(dataset, split=train_split, **kwargs), "train", "train_split")
+    kwargs: dict[str, Any] = {"image_size": image_size, "data_dir": data_dir, "hub_id": hub_id}
+    train = _labelled(
+        load_image_dataset(dataset, split=train_split, **kwargs), "train", "train_split"
+    )
     test = _labelled(load_image_dataset(dataset, split=test_split, **kwargs), "test", "test_split")
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(train), generator=generator).tolist()
@@ -209,7 +214,7 @@ def _prepare_data(
                 f"calibration_size={held_out} leaves no training images of the {len(train)} in "
                 f"{train_split!r}"
             )
-        calibration = _subset(train, order[len(order) - held_out:])
+        calibration = _subset(train, order[len(order) - held_out :])
         source = f"{train_split} (held out: {held_out} images, not in the probe/k-NN bank)"
     elif need_calibration:
         info = load_image_dataset(dataset, split=calibration_split, **kwargs)
@@ -279,11 +284,16 @@ def _extract(
 
     gate_kwargs: dict[str, Any] = {}
     if mode is not None:
-        gate_kwargs = dict(mode=mode, mode_context=gate_mode)
+        gate_kwargs = {"mode": mode, "mode_context": gate_mode}
     bank = extract_features(
-        model, loader, accelerator=accelerator, progress=progress, desc=desc,
-        feature_fn=features_of, **gate_kwargs,
-    )  # fmt: skip
+        model,
+        loader,
+        accelerator=accelerator,
+        progress=progress,
+        desc=desc,
+        feature_fn=features_of,
+        **gate_kwargs,
+    )
     if not gated:
         return _Pass(bank)
     packed = bank.features
@@ -328,16 +338,23 @@ def _row(
         usage = tuple(channel_usage_from_masks(test.masks))
     k = min(knn_k, len(train.features))
     probe = linear_probe_repeated(
-        train.features, test.features, num_classes=num_classes, seeds=tuple(linear_seeds),
-        epochs=linear_epochs, device=device,
-    )  # fmt: skip
+        train.features,
+        test.features,
+        num_classes=num_classes,
+        seeds=tuple(linear_seeds),
+        epochs=linear_epochs,
+        device=device,
+    )
     return ModeEvaluation(
         mode=mode,  # type: ignore[arg-type]
         budget=budget,
         knn_top1=knn_accuracy(
-            train.features, test.features, k=k, temperature=KNN_TEMPERATURE,
+            train.features,
+            test.features,
+            k=k,
+            temperature=KNN_TEMPERATURE,
             num_classes=num_classes,
-        ),  # fmt: skip
+        ),
         knn1_top1=knn_accuracy(train.features, test.features, k=1, num_classes=num_classes),
         linear_top1=probe.top1_mean,
         linear_top1_std=probe.top1_std,
@@ -481,23 +498,31 @@ def evaluate_checkpoint(
     pretrain = loaded.pretrain_config
     same_data = pretrain.get("dataset") == dataset
     data = _prepare_data(
-        dataset=dataset, train_split=train_split, test_split=test_split,
-        calibration_split=calibration_split, calibration_size=calibration_size,
+        dataset=dataset,
+        train_split=train_split,
+        test_split=test_split,
+        calibration_split=calibration_split,
+        calibration_size=calibration_size,
         need_calibration=bool(budget_list),
         image_size=image_size or pretrain.get("image_size"),
-        data_dir=data_dir if data_dir is not None else (pretrain.get("data_dir") if same_data else None),
+        data_dir=data_dir
+        if data_dir is not None
+        else (pretrain.get("data_dir") if same_data else None),
         hub_id=hub_id if hub_id is not None else (pretrain.get("hub_id") if same_data else None),
-        max_train=max_train, seed=seed,
-    )  # fmt: skip
+        max_train=max_train,
+        seed=seed,
+    )
     size = data.image_size
     transform = build_eval_transform(image_size=size, mean=data.train.mean, std=data.train.std)
 
     def loader_of(info: ImageDataset, *, shard: bool = True, labels: bool = True) -> Any:
         rows = EvalDataset(
-            info.dataset, transform, image_column=info.image_column,
+            info.dataset,
+            transform,
+            image_column=info.image_column,
             label_column=info.label_column if labels else None,
             cache_decoded=len(info) <= _MAX_CACHED_IMAGES,
-        )  # fmt: skip
+        )
         loader = DataLoader(rows, batch_size=batch_size, shuffle=False, num_workers=num_workers)
         if accelerator is not None and shard:
             return accelerator.prepare_data_loader(loader)
@@ -506,8 +531,13 @@ def evaluate_checkpoint(
     device = accelerator.device if accelerator is not None else None
     is_main = accelerator.is_main_process if accelerator is not None else True
     train_loader, test_loader = loader_of(data.train), loader_of(data.test)
-    common = dict(num_classes=data.num_classes, knn_k=knn_k, linear_epochs=linear_epochs,
-                  linear_seeds=tuple(linear_seeds), device=device)  # fmt: skip
+    common: dict[str, Any] = {
+        "num_classes": data.num_classes,
+        "knn_k": knn_k,
+        "linear_epochs": linear_epochs,
+        "linear_seeds": tuple(linear_seeds),
+        "device": device,
+    }
     entries: list[ModeEvaluation] = []
     was_training = model.training
     if device is not None:
@@ -517,7 +547,7 @@ def evaluate_checkpoint(
 
     def run(mode: str | None, tag: str, target: nn.Module = model) -> tuple[_Pass, _Pass]:
         table = cost_table(target, input_size) if mode == "gated" else None
-        kwargs = dict(mode=mode, table=table, accelerator=accelerator, progress=progress)
+        kwargs = {"mode": mode, "table": table, "accelerator": accelerator, "progress": progress}
         return (
             _extract(target, train_loader, desc=f"{tag} {train_split}", **kwargs),
             _extract(target, test_loader, desc=f"{tag} {test_split}", **kwargs),
@@ -528,8 +558,15 @@ def evaluate_checkpoint(
     if not gated:
         train_pass, test_pass = run(None, "features")
         entries.append(
-            _row(train_pass, test_pass, mode="vanilla", budget=None, dense_macs=dense_macs,
-                 macs=dense_macs, **common)  # fmt: skip
+            _row(
+                train_pass,
+                test_pass,
+                mode="vanilla",
+                budget=None,
+                dense_macs=dense_macs,
+                macs=dense_macs,
+                **common,
+            )
         )
     else:
         original = _offset(model)
@@ -539,8 +576,9 @@ def evaluate_checkpoint(
                 assert data.calibration is not None
                 calib_loader = loader_of(data.calibration, shard=False, labels=False)
                 for budget in budget_list:
-                    result = calibrate_budget(model, calib_loader, budget, tol=calibration_tol,
-                                              record=False)  # fmt: skip
+                    result = calibrate_budget(
+                        model, calib_loader, budget, tol=calibration_tol, record=False
+                    )
                     offset = result.offset
                     if accelerator is not None and accelerator.num_processes > 1:
                         from accelerate.utils import broadcast
@@ -551,8 +589,15 @@ def evaluate_checkpoint(
 
             train_pass, test_pass = run("dense", "dense")
             entries.append(
-                _row(train_pass, test_pass, mode="dense", budget=trained_budget,
-                     dense_macs=dense_macs, macs=dense_macs, **common)  # fmt: skip
+                _row(
+                    train_pass,
+                    test_pass,
+                    mode="dense",
+                    budget=trained_budget,
+                    dense_macs=dense_macs,
+                    macs=dense_macs,
+                    **common,
+                )
             )
             table = calibrated_budgets(model)
             own_calibrated = abs(table.get(trained_budget, float("nan")) - original) < 1e-6
@@ -565,10 +610,18 @@ def evaluate_checkpoint(
                 train_pass, test_pass = run("gated", tag)
                 assert test_pass.fraction is not None
                 entries.append(
-                    _row(train_pass, test_pass, mode="gated", budget=budget,
-                         dense_macs=dense_macs, macs=dense_macs * float(test_pass.fraction.mean()),
-                         calibrated=calibrated, calibration_mac_fraction=calib_fraction,
-                         gate_offset=float(_offset(model)), **common)  # fmt: skip
+                    _row(
+                        train_pass,
+                        test_pass,
+                        mode="gated",
+                        budget=budget,
+                        dense_macs=dense_macs,
+                        macs=dense_macs * float(test_pass.fraction.mean()),
+                        calibrated=calibrated,
+                        calibration_mac_fraction=calib_fraction,
+                        gate_offset=float(_offset(model)),
+                        **common,
+                    )
                 )
         finally:
             _set_offset(model, original)
@@ -582,8 +635,15 @@ def evaluate_checkpoint(
         train_pass, test_pass = run(mode, "vanilla", base)
         base_macs = float(cost_table(base, input_size).dense)
         entries.append(
-            _row(train_pass, test_pass, mode="vanilla", budget=None, dense_macs=dense_macs,
-                 macs=base_macs, **common)  # fmt: skip
+            _row(
+                train_pass,
+                test_pass,
+                mode="vanilla",
+                budget=None,
+                dense_macs=dense_macs,
+                macs=base_macs,
+                **common,
+            )
         )
 
     protocol: dict[str, Any] = {
@@ -609,9 +669,12 @@ def evaluate_checkpoint(
         "world_size": accelerator.num_processes if accelerator is not None else 1,
     }
     evaluation = EvaluationResult(
-        model_name=model_name or loaded.name, dataset=dataset, entries=tuple(entries),
-        split=test_split, protocol=protocol,
-    )  # fmt: skip
+        model_name=model_name or loaded.name,
+        dataset=dataset,
+        entries=tuple(entries),
+        split=test_split,
+        protocol=protocol,
+    )
     if output_dir is not None and is_main:
         write_outputs(evaluation, output_dir)
     if accelerator is not None:
@@ -626,8 +689,7 @@ def channel_usage_markdown(result: EvaluationResult) -> str:
     if entry is None or not entry.channel_usage:
         return ""
     lines = [
-        f"Gated channel usage on the {result.split} split (t_d={entry.budget:g}, checkpoint "
-        "threshold)",
+        f"Gated channel usage on the {result.split} split (t_d={entry.budget:g}, checkpoint threshold)",
         "",
         "| block | channels | always off | always on | data-dependent |",
         "|---|---|---|---|---|",
@@ -664,16 +726,18 @@ def write_outputs(result: EvaluationResult, output_dir: str | os.PathLike[str]) 
         points = result.tradeoff_points(metric=metric)
     if points:
         written["tradeoff"] = plot_tradeoff(
-            points, path=out / "tradeoff.png",
+            points,
+            path=out / "tradeoff.png",
             title=f"{result.model_name} on {result.dataset} ({result.split})",
             ylabel="linear-probe top-1 (%)" if metric == "linear_top1" else "k-NN top-1 (%)",
-        )  # fmt: skip
+        )
     entry = _usage_entry(result)
     if entry is not None and entry.channel_usage:
         written["channel_usage"] = plot_channel_usage(
-            entry.channel_usage, path=out / "channel_usage.png",
+            entry.channel_usage,
+            path=out / "channel_usage.png",
             title=f"Gated channel usage, t_d={entry.budget:g} ({result.split} split)",
-        )  # fmt: skip
+        )
     return written
 
 
@@ -681,4 +745,3 @@ def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-

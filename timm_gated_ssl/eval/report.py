@@ -141,7 +141,7 @@ class ModeEvaluation:
         if self.mac_fraction == 0:
             raise ValueError("mac_fraction must be > 0 (MACs / dense MACs), got 0")
         if not isinstance(self.calibrated, bool):
-            raise ValueError(f"calibrated must be a bool, got {self.calibrated!r}")
+            raise TypeError(f"calibrated must be a bool, got {self.calibrated!r}")
         if self.calibrated and self.budget is None:
             raise ValueError("a calibrated entry needs the budget it was calibrated to")
         _check_optional_number(

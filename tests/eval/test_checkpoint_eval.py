@@ -1,0 +1,236 @@
+"""evaluate_checkpoint end to end on a tiny saved checkpoint (digits at 16 px), and its bad inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from timm.models import save_for_hf
+from torch.utils.data import DataLoader
+
+import timm_gated_ssl
+from timm_gated_ssl.calibration import calibrated_budgets
+from timm_gated_ssl.compute import count_macs
+from timm_gated_ssl.data import EvalDataset, build_eval_transform, load_image_dataset
+from timm_gated_ssl.errors import InvalidBudgetError, NoGatesError
+from timm_gated_ssl.eval import EvaluationResult, evaluate_checkpoint
+from timm_gated_ssl.eval import checkpoint as checkpoint_module
+from timm_gated_ssl.hub.errors import CheckpointError, UnknownArchitectureError
+
+WIDTHS = [8, 16, 32, 64]
+GATED_WIDTHS = [8, 8, 16, 16, 32, 32, 64, 64]  # two BasicBlocks per stage
+BUDGETS = (0.5, 0.8)
+TOL = 0.01
+FAST = {
+    "dataset": "digits",
+    "image_size": 16,
+    "max_train": 200,
+    "linear_epochs": 5,
+    "linear_seeds": (0,),
+    "batch_size": 128,
+    "progress": False,
+}
+
+
+def _tiny(name: str, **kwargs: object) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = timm.create_model(name, channels=WIDTHS, num_classes=0, **kwargs)
+    # timm zero-initialises each block's last BN scale, which makes the gates irrelevant
+    # (block output = shortcut); random scales give the gated mode its own features.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.weight.data.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("checkpoints")
+    save_for_hf(_tiny("gated_resnet18_cifar", budget=0.5), root / "gated", safe_serialization=True)
+    save_for_hf(_tiny("resnet18_cifar"), root / "vanilla", safe_serialization=True)
+    return {"gated": root / "gated", "vanilla": root / "vanilla", "root": root}
+
+
+@pytest.fixture(scope="module")
+def evaluated(checkpoints: dict[str, Path]) -> tuple[EvaluationResult, Path]:
+    torch.set_num_threads(1)
+    out = checkpoints["root"] / "eval"
+    result = evaluate_checkpoint(
+        checkpoints["gated"],
+        budgets=BUDGETS,
+        vanilla=checkpoints["vanilla"],
+        output_dir=out,
+        calibration_tol=TOL,
+        **FAST,
+    )
+    return result, out
+
+
+def test_files_and_json_round_trip(evaluated: tuple[EvaluationResult, Path]) -> None:
+    result, out = evaluated
+    for name in ("results.json", "results.md", "tradeoff.png", "channel_usage.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    data = json.loads((out / "results.json").read_text())
+    assert EvaluationResult.from_dict(data) == result
+    for entry in data["entries"]:
+        assert entry["flops_reduction"] == pytest.approx(1 - entry["mac_fraction"], abs=1e-12)
+    md = (out / "results.md").read_text()
+    assert md.startswith(result.to_markdown())
+    assert "| gated (calibrated) | 0.8 |" in md and "| layer4.1 | 64 |" in md
+    protocol = data["protocol"]
+    assert protocol["num_train"] == 200 and protocol["num_test"] == 297
+    assert protocol["num_calibration"] == 150 and "held out" in protocol["calibration"]
+    assert protocol["image_size"] == 16 and protocol["linear_seeds"] == [0]
+
+
+def test_entries(evaluated: tuple[EvaluationResult, Path]) -> None:
+    result, _ = evaluated
+    kinds = [(e.mode, e.budget, e.calibrated) for e in result.entries]
+    assert kinds == [
+        ("dense", 0.5, False),
+        ("gated", 0.5, False),
+        ("gated", 0.5, True),
+        ("gated", 0.8, True),
+        ("vanilla", None, False),
+    ]
+    dense, own, *calibrated, vanilla = result.entries
+    assert dense.mac_fraction == 1.0 and vanilla.mac_fraction == 1.0
+    assert vanilla.macs == dense.macs  # same widths and stem
+    for entry in result.entries:
+        for value in (entry.knn_top1, entry.knn1_top1, entry.linear_top1):
+            assert value is not None and 0 <= value <= 100
+        assert entry.linear_runs == 1 and entry.flops_reduction == 1 - entry.mac_fraction
+    assert own.gate_offset == 0.0 and own.calibration_mac_fraction is None
+    assert own.linear_top1 != dense.linear_top1 or own.knn_top1 != dense.knn_top1
+    for entry in calibrated:  # realised on the calibration data within the tolerance
+        assert abs(entry.calibration_mac_fraction - entry.budget) <= TOL
+        assert abs(entry.mac_fraction - entry.budget) < 0.1  # and close on the test split
+    assert calibrated[0].mac_fraction < calibrated[1].mac_fraction
+
+
+def test_channel_usage_counts_sum_to_widths(evaluated: tuple[EvaluationResult, Path]) -> None:
+    result, out = evaluated
+    for entry in result.entries:
+        if entry.mode != "gated":
+            assert entry.channel_usage is None
+            continue
+        assert [u.channels for u in entry.channel_usage] == GATED_WIDTHS
+        assert [u.block for u in entry.channel_usage][:2] == ["layer1.0", "layer1.1"]
+    stored = json.loads((out / "results.json").read_text())["entries"][1]["channel_usage"]
+    assert [u["always_off"] + u["always_on"] + u["dynamic"] for u in stored] == GATED_WIDTHS
+
+
+def test_macs_match_count_macs_and_model_state_is_restored(
+    evaluated: tuple[EvaluationResult, Path], checkpoints: dict[str, Path]
+) -> None:
+    result, _ = evaluated
+    model = timm.create_model(f"local-dir:{checkpoints['gated']}", pretrained=True).eval()
+    info = load_image_dataset("digits", split="test", image_size=16)
+    rows = EvalDataset(
+        info.dataset, build_eval_transform(image_size=16, mean=info.mean, std=info.std)
+    )
+    images = torch.cat([x for x, _ in DataLoader(rows, batch_size=300)])
+    count = count_macs(model, images)
+    own = result.entries[1]
+    assert own.macs == pytest.approx(count.mean_gated, rel=1e-6)
+    assert own.mac_fraction == pytest.approx(count.mean_ratio, rel=1e-6)
+    assert result.entries[0].macs == count.dense
+
+    # a module passed in: threshold, calibration table and train flag come back unchanged
+    model.train()
+    small = evaluate_checkpoint(
+        model, **{**FAST, "max_train": 60, "linear_epochs": 1}, budgets=(0.8,), calibration_size=100
+    )
+    assert [e.calibrated for e in small.entries] == [False, False, True]
+    assert model.training and calibrated_budgets(model) == {}
+    assert all(float(g.logit_offset) == 0.0 for _, g in timm_gated_ssl.iter_gates(model))
+
+
+# ------------------------------------------------------------------------------ bad input
+def test_checkpoint_directory_errors(tmp_path: Path, checkpoints: dict[str, Path]) -> None:
+    with pytest.raises(CheckpointError, match="is not a directory"):
+        evaluate_checkpoint(tmp_path / "missing", **FAST)
+    with pytest.raises(CheckpointError, match="no config.json"):
+        evaluate_checkpoint(tmp_path, **FAST)
+    (tmp_path / "config.json").write_text((checkpoints["gated"] / "config.json").read_text())
+    with pytest.raises(CheckpointError, match=r"no weights .*model\.safetensors"):
+        evaluate_checkpoint(tmp_path, **FAST)
+
+
+def test_unregistered_architecture(tmp_path: Path, checkpoints: dict[str, Path]) -> None:
+    config = json.loads((checkpoints["gated"] / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "architecture": "gated_nonet99"}))
+    (tmp_path / "model.safetensors").write_bytes(
+        (checkpoints["gated"] / "model.safetensors").read_bytes()
+    )
+    with pytest.raises(
+        UnknownArchitectureError, match=r"'gated_nonet99'.*import timm_gated_ssl.*gated_resnet18"
+    ):
+        evaluate_checkpoint(tmp_path, **FAST)
+
+
+@pytest.mark.parametrize("budget", [0.0, 1.5, -0.2, math.nan])
+def test_budgets_outside_unit_interval(budget: float, checkpoints: dict[str, Path]) -> None:
+    with pytest.raises(InvalidBudgetError, match=r"must be in \(0, 1\]"):
+        evaluate_checkpoint(checkpoints["gated"], budgets=(0.5, budget), **FAST)
+
+
+def test_ungated_checkpoint_with_budgets(checkpoints: dict[str, Path]) -> None:
+    with pytest.raises(NoGatesError, match=r"resnet18_cifar\) has no gates.*budgets \[0.3\]"):
+        evaluate_checkpoint(checkpoints["vanilla"], budgets=(0.3,), **FAST)
+
+
+def test_split_without_labels(
+    monkeypatch: pytest.MonkeyPatch, checkpoints: dict[str, Path]
+) -> None:
+    def unlabelled(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        info = load_image_dataset(*args, **kwargs)  # type: ignore[arg-type]
+        if kwargs.get("split") == "test":
+            return info
+        return replace(
+            info, dataset=info.dataset.remove_columns("label"), label_column=None, num_classes=None
+        )
+
+    monkeypatch.setattr(checkpoint_module, "load_image_dataset", unlabelled)
+    with pytest.raises(
+        ValueError, match=r"train split 'train' of 'digits' has no labels.*train_split="
+    ):
+        evaluate_checkpoint(checkpoints["gated"], **FAST)
+
+
+def test_calibration_on_the_test_split_is_refused(checkpoints: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="is the test split"):
+        evaluate_checkpoint(checkpoints["gated"], budgets=(0.5,), calibration_split="test", **FAST)
+
+
+def test_recipe_cli(checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "recipes" / "evaluate.py"
+    spec = importlib.util.spec_from_file_location("evaluate_recipe", path)
+    assert spec is not None and spec.loader is not None
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    args = [
+        "--dataset",
+        "digits",
+        "--image_size",
+        "16",
+        "--max_train",
+        "60",
+        "--linear_epochs",
+        "1",
+        "--linear_seeds",
+        "0",
+        "--cpu",
+        "--no_progress",
+    ]
+    assert recipe.main(["--checkpoint", str(checkpoints["vanilla"]), "--budgets", "2", *args]) == 2
+    assert "error: each budget must be in (0, 1]" in capsys.readouterr().err
+    assert recipe.main(["--checkpoint", str(checkpoints["vanilla"]), *args]) == 0
+    assert "| vanilla | - |" in capsys.readouterr().out
