@@ -8,7 +8,8 @@
     accelerate launch --multi_gpu --num_processes 2 recipes/evaluate.py --checkpoint ... (same flags)
 
 Writes results.json, results.md, tradeoff.png and channel_usage.png to --output_dir and prints the
-Markdown table. A thin wrapper of ``timm_gated_ssl.eval.evaluate_checkpoint`` (see its docstring and
+Markdown table. --export_dir DIR also saves the checkpoint with the calibrated budgets in its
+config.json next to those files, ready for recipes/push_to_hub.py --checkpoint DIR. A thin wrapper of ``timm_gated_ssl.eval.evaluate_checkpoint`` (see its docstring and
 docs/reproduce.md).
 """
 
@@ -47,6 +48,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_workers", type=int, default=0)
     parser.add_argument("--vanilla", default=None, help="vanilla SSL baseline checkpoint, evaluated dense")
     parser.add_argument("--output_dir", default=None)
+    parser.add_argument("--export_dir", default=None,
+                        help="save the checkpoint with the calibrated budgets + results here (for push_to_hub.py)")
     parser.add_argument("--model_name", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
@@ -67,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_train=args.max_train, knn_k=args.knn_k, linear_epochs=args.linear_epochs,
             linear_seeds=args.linear_seeds, batch_size=args.batch_size, num_workers=args.num_workers,
             accelerator=accelerator, progress=not args.no_progress, vanilla=args.vanilla,
-            output_dir=args.output_dir, model_name=args.model_name, seed=args.seed,
+            output_dir=args.output_dir, export_dir=args.export_dir, model_name=args.model_name,
+            seed=args.seed,
         )
     except (GatingError, ValueError, TypeError, FileNotFoundError) as error:  # one line, no traceback
         if accelerator.is_main_process:

@@ -14,7 +14,7 @@ from timm.models import save_for_hf
 from torch.utils.data import DataLoader
 
 import timm_gated_ssl
-from timm_gated_ssl.calibration import calibrated_budgets
+from timm_gated_ssl.calibration import calibrated_budgets, set_budget
 from timm_gated_ssl.compute import count_macs
 from timm_gated_ssl.data import EvalDataset, build_eval_transform, load_image_dataset
 from timm_gated_ssl.errors import InvalidBudgetError, NoGatesError
@@ -141,14 +141,29 @@ def test_macs_match_count_macs_and_model_state_is_restored(
     assert own.mac_fraction == pytest.approx(count.mean_ratio, rel=1e-6)
     assert result.entries[0].macs == count.dense
 
-    # a module passed in: threshold, calibration table and train flag come back unchanged
+    # a module passed in: threshold, calibration table and train flag come back unchanged;
+    # export_dir gets the checkpoint with the calibrated budget in config.json, and the files
     model.train()
+    export = checkpoints["root"] / "export"
     small = evaluate_checkpoint(
-        model, **{**FAST, "max_train": 60, "linear_epochs": 1}, budgets=(0.8,), calibration_size=100
+        model,
+        **{**FAST, "max_train": 60, "linear_epochs": 1},
+        budgets=(0.8,),
+        calibration_size=100,
+        export_dir=export,
     )
     assert [e.calibrated for e in small.entries] == [False, False, True]
     assert model.training and calibrated_budgets(model) == {}
     assert all(float(g.logit_offset) == 0.0 for _, g in timm_gated_ssl.iter_gates(model))
+    assert {"config.json", "model.safetensors", "results.json", "tradeoff.png"} <= {
+        p.name for p in export.iterdir()
+    }
+    reloaded = timm.create_model(f"local-dir:{export}", pretrained=True)
+    assert calibrated_budgets(reloaded) == {0.8: small.entries[2].gate_offset}
+    set_budget(reloaded, 0.8)
+    assert float(next(iter(timm_gated_ssl.iter_gates(reloaded)))[1].logit_offset) == pytest.approx(
+        small.entries[2].gate_offset
+    )
 
 
 # ------------------------------------------------------------------------------ bad input

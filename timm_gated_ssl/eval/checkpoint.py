@@ -52,6 +52,7 @@ __all__ = [
     "WEIGHT_FILES",
     "channel_usage_markdown",
     "evaluate_checkpoint",
+    "export_calibrated",
     "load_checkpoint",
     "write_outputs",
 ]
@@ -399,6 +400,7 @@ def evaluate_checkpoint(
     progress: bool = True,
     vanilla: str | os.PathLike[str] | nn.Module | None = None,
     output_dir: str | os.PathLike[str] | None = None,
+    export_dir: str | os.PathLike[str] | None = None,
     model_name: str | None = None,
     seed: int = 0,
 ) -> EvaluationResult:
@@ -461,6 +463,10 @@ def evaluate_checkpoint(
             dense mode on the same data, for the table and the plot.
         output_dir: When given, write ``results.json``, ``results.md``, ``tradeoff.png`` and, for
             a gated checkpoint, ``channel_usage.png`` there.
+        export_dir: When given (gated checkpoints), save the checkpoint there with the calibrated
+            budgets added to its table (``config.json`` ``model_args["calibrated_budgets"]`` for
+            ``gated_*`` models; the weights keep the checkpoint's own threshold) together with the
+            files of ``output_dir``: a folder ready for ``recipes/push_to_hub.py``.
         model_name: Name in the result (default: the checkpoint's architecture).
         seed: Seeds the bank subset and the calibration slice.
 
@@ -677,12 +683,45 @@ def evaluate_checkpoint(
     )
     if output_dir is not None and is_main:
         write_outputs(evaluation, output_dir)
+    if export_dir is not None and is_main:
+        if not gated:
+            raise NoGatesError(f"export_dir needs a gated checkpoint; {loaded.source} has no gates")
+        export_calibrated(model, export_dir, offsets)
+        write_outputs(evaluation, export_dir)
     if accelerator is not None:
         accelerator.wait_for_everyone()
     return evaluation
 
 
 # ------------------------------------------------------------------------------------ files
+def export_calibrated(
+    model: nn.Module, export_dir: str | os.PathLike[str], offsets: dict[float, float]
+) -> Path:
+    """Save ``model`` with ``timm.models.save_for_hf``, its calibration table extended by
+    ``offsets`` (``{budget: gate-logit offset}``); the model's own table is left as it was.
+
+    For models whose constructor takes ``calibrated_budgets`` (every ``gated_*`` model) the table
+    goes to ``config.json``, so ``set_budget(model, b)`` works after loading.
+    """
+    from timm.models import save_for_hf
+
+    saved_table = getattr(model, "calibrated_budgets", None)
+    saved_args = getattr(model, "_model_args", None)
+    table = {**(saved_table or {}), **{budget_key(b): float(o) for b, o in offsets.items()}}
+    table = dict(sorted(table.items(), key=lambda kv: float(kv[0])))
+    model.calibrated_budgets = table
+    if isinstance(saved_args, dict):
+        model._model_args = {**saved_args, "calibrated_budgets": dict(table)}
+    try:
+        out = Path(export_dir)
+        save_for_hf(model, out, safe_serialization=True)
+    finally:
+        model.calibrated_budgets = saved_table
+        if isinstance(saved_args, dict):
+            model._model_args = saved_args
+    return out
+
+
 def channel_usage_markdown(result: EvaluationResult) -> str:
     """A Markdown table of the channel usage of the uncalibrated gated entry (empty if none)."""
     entry = _usage_entry(result)
