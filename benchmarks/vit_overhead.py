@@ -28,11 +28,11 @@ import platform
 
 import timm
 import torch
+from _timing import interleaved_ratios, write_json
 
 import timm_gated_ssl
-import timm_gated_ssl.compute.vit  # noqa: F401  (registers the ViT compute family)
-import timm_gated_ssl.models.vit  # noqa: F401  (registers the gated ViTs)
-from _timing import interleaved_ratios, write_json
+import timm_gated_ssl.compute.vit  # registers the ViT compute family
+import timm_gated_ssl.models.vit  # registers the gated ViTs
 from timm_gated_ssl.budget import BudgetLoss
 from timm_gated_ssl.calibration import calibrate_budget
 from timm_gated_ssl.compute import count_macs

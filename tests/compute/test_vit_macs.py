@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import timm_gated_ssl as tgs
-import timm_gated_ssl.compute.vit  # noqa: F401  (registers the ViT family until compute/__init__ does)
+import timm_gated_ssl.compute.vit
 from timm_gated_ssl.compute import cost_table, count_macs, gated_macs
 
 SMALL = dict(img_size=32, patch_size=8, depth=2, embed_dim=64, num_heads=4)
@@ -228,9 +228,9 @@ def test_calibrate_budget_on_vit() -> None:
 
 
 def test_calibrated_registered_vit_round_trips(tmp_path) -> None:
-    import timm_gated_ssl.models.vit  # noqa: F401
     from timm.models import save_for_hf
 
+    import timm_gated_ssl.models.vit  # noqa: F401
     from timm_gated_ssl.calibration import calibrate_budget, set_budget
 
     model = timm.create_model("gated_vit_tiny_patch4_32", depth=2, num_classes=0, budget=0.4).eval()
