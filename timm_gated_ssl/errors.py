@@ -55,3 +55,8 @@ def check_budget(budget: object, *, name: str = "budget") -> float:
             f"{name} must be in (0, 1] (a fraction of the dense compute), got {budget!r}"
         )
     return value
+
+
+class CalibrationError(GatingError, ValueError):
+    """``calibrate_budget`` cannot meet its request: no calibration data, a target the model cannot
+    reach (below the cost of its never-gated layers), or no threshold within the tolerance."""

@@ -2,7 +2,7 @@
 
 ``core`` holds the family-independent machinery (layer hooks, cost tables, :func:`count_macs`);
 each block family has one module that registers how its masks change its layers' costs
-(``resnet``; a new family adds ``<family>.py`` with a ``@register_block_cost`` function and one
+(``resnet``, ``vit``; a new family adds ``<family>.py`` with a ``@register_block_cost`` function and one
 import line below).
 """
 
@@ -20,7 +20,7 @@ from .core import (
     gated_macs,
     register_block_cost,
 )
-from . import resnet  # noqa: E402,F401  (registers the ResNet family)
+from . import resnet, vit  # noqa: E402,F401  (register the ResNet and ViT families)
 
 __all__ = [
     "BLOCK_COSTS", "BlockCost", "BlockCostFn", "BlockMacs", "CostTable", "CostTerm", "LayerStats",

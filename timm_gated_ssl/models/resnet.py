@@ -16,6 +16,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..attach import attach_gates
+from ..calibration import budget_key, set_budget
 from ..gates import GateConfig
 from .cifar_stem import apply_cifar_stem
 
@@ -38,8 +39,12 @@ class GatedResNet(ResNet):
         separate_bn: One set of block norms per mode (the paper's setting).
         tau: Gate estimator temperature.
         gate_reduction: Gate hidden width is ``C_in // gate_reduction``.
-        calibrated_budgets: ``{budget: logit offset}`` table written by ``calibrate_budget``;
-            when ``budget`` is in it, its offset is applied.
+        calibrated_budgets: ``{budget: logit offset}`` table written by ``calibrate_budget``
+            (string keys, e.g. ``{"0.3": 1.25}``); when ``budget`` is in it, its offset is applied
+            to every gate. ``calibrate_budget`` also records the table in ``_model_args``, so
+            ``timm.models.save_for_hf`` writes it to ``config.json`` and loading restores it. Weights
+            loaded afterwards (``pretrained=True``) bring the offset that was active when they were
+            saved; ``set_budget(model, b)`` switches to another calibrated budget.
         **kwargs: Passed to timm's ``ResNet``.
     """
 
@@ -63,7 +68,11 @@ class GatedResNet(ResNet):
             attach_gates(
                 self, budget=budget, separate_bn=separate_bn, tau=tau, reduction=gate_reduction
             )
-        self.calibrated_budgets = dict(calibrated_budgets or {})
+        self.calibrated_budgets = {
+            budget_key(float(k)): float(v) for k, v in (calibrated_budgets or {}).items()
+        }
+        if gated and budget_key(budget) in self.calibrated_budgets:
+            set_budget(self, budget)
 
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> GatedResNet:

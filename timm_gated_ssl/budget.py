@@ -1,0 +1,222 @@
+"""Budget losses of the gated mode and the optimizer parameter groups that go with them.
+
+From Krishna et al., "Unifying Synergies between Self-supervised Learning and Dynamic Computation"
+(BMVC 2023, arXiv:2301.09164), which reuses the budget losses of DGNet (Li et al., ICCV 2021):
+
+* compute loss ``lambda * (F_g / F_d - t_d)^2``, with ``F_g`` the batch mean of the gated network's
+  MACs (gates and stem included) and ``F_d`` the dense network's; differentiable through the
+  straight-through masks (``lambda = 5``);
+* bound loss ``gamma * [mean_l relu(p sqrt(t_d) - rho_l)^2 + mean_l relu(rho_l - (1 - p + p sqrt(t_d)))^2]``
+  with ``rho_l`` the batch-mean density of gated width ``l`` and ``p = exp(-alpha * epoch)``
+  (``gamma = 1``, ``alpha = 0.02``): at epoch 0 every width is pinned near ``sqrt(t_d)``, and the
+  bounds relax to [0, 1] over training.
+
+Example:
+    >>> budget_loss = BudgetLoss(budget=0.3)
+    >>> with gate_mode(model, "gated"):
+    ...     z_g = model(view1)
+    >>> out = budget_loss(model, view1, epoch=epoch)   # no extra forward: uses the recorded masks
+    >>> (ssl_loss + out.loss).backward()
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from .attach import gate_config, iter_gates, require_gates
+from .compute.core import _unwrap, cost_table
+from .errors import check_budget
+
+__all__ = ["BoundLoss", "BudgetLoss", "BudgetLossOutput", "ComputeLoss", "gated_param_groups"]
+
+Masks = Mapping[str, Sequence[torch.Tensor]]
+
+
+def _resolve_budget(budget: float | None, model: nn.Module) -> float:
+    return gate_config(model).budget if budget is None else budget
+
+
+def _recorded_masks(model: nn.Module) -> dict[str, tuple[torch.Tensor, ...]]:
+    gates = require_gates(_unwrap(model))
+    masks = {name: g.masks for name, g in gates if g.masks is not None}
+    if not masks:
+        raise RuntimeError("no gate masks recorded: run a forward in gated mode before the budget loss")
+    return masks
+
+
+class ComputeLoss(nn.Module):
+    """``weight * (F_g / F_d - t_d)^2`` (Krishna et al., BMVC 2023, Eq. for the FLOPs loss).
+
+    ``F_g / F_d`` comes from the model's cached cost table (:func:`~timm_gated_ssl.compute.cost_table`)
+    and the masks of the last gated forward, so it costs no extra forward.
+
+    Args:
+        budget: Target ``t_d`` in (0, 1]; None takes the model's gate budget at each call.
+        weight: ``lambda`` (5 in the paper).
+        include_linear: Count linear layers in ``F_g`` and ``F_d`` (the paper counts convs only).
+    """
+
+    def __init__(self, budget: float | None = None, *, weight: float = 5.0, include_linear: bool = False) -> None:
+        super().__init__()
+        self.budget = None if budget is None else check_budget(budget)
+        self.weight = float(weight)
+        self.include_linear = include_linear
+
+    def mac_ratio(self, model: nn.Module, images: torch.Tensor | Sequence[int], masks: Masks | None = None) -> torch.Tensor:
+        """``F_g / F_d`` of the last gated forward (a differentiable scalar)."""
+        table = cost_table(model, images, include_linear=self.include_linear)
+        gated = table.gated(_recorded_masks(model) if masks is None else masks)
+        return gated.mean() / table.dense
+
+    def forward(self, model: nn.Module, images: torch.Tensor | Sequence[int], masks: Masks | None = None) -> torch.Tensor:
+        """The loss (float32 scalar).
+
+        Args:
+            model: The gated model that just ran the gated forward.
+            images: That forward's input batch, or its per-image shape (only the size is used).
+            masks: ``{block: masks}``; default: the masks recorded by that forward.
+        """
+        ratio = self.mac_ratio(model, images, masks)
+        target = _resolve_budget(self.budget, model)
+        return (self.weight * (ratio - target) ** 2).float()
+
+    def extra_repr(self) -> str:
+        return f"budget={self.budget}, weight={self.weight}, include_linear={self.include_linear}"
+
+
+class BoundLoss(nn.Module):
+    """Per-width density bounds, relaxed over training (Krishna et al., BMVC 2023; DGNet).
+
+    ``L = weight * [mean_l relu(p sqrt(t_d) - rho_l)^2 + mean_l relu(rho_l - (1 - p + p sqrt(t_d)))^2]``
+    with ``p = exp(-alpha * epoch)`` and ``rho_l = E_batch |m_l|_1 / C_l``. Each gated width is
+    one ``l``: one per BasicBlock (as in the paper), two per Bottleneck (its two gated widths).
+
+    Args:
+        budget: Target ``t_d``; None takes the model's gate budget at each call.
+        weight: ``gamma`` (1 in the paper).
+        alpha: Decay rate of ``p`` per epoch (0.02 in the paper).
+    """
+
+    def __init__(self, budget: float | None = None, *, weight: float = 1.0, alpha: float = 0.02) -> None:
+        super().__init__()
+        self.budget = None if budget is None else check_budget(budget)
+        self.weight = float(weight)
+        self.alpha = float(alpha)
+
+    def bounds(self, epoch: float, budget: float) -> tuple[float, float]:
+        """``(lower, upper)`` density bounds at ``epoch`` (fractional epochs are fine)."""
+        p = math.exp(-self.alpha * float(epoch))
+        root = math.sqrt(budget)
+        return p * root, 1.0 - p + p * root
+
+    def forward(self, model: nn.Module, epoch: float, masks: Masks | None = None) -> torch.Tensor:
+        """The loss (float32 scalar) for the masks of the last gated forward (or ``masks``)."""
+        masks = _recorded_masks(model) if masks is None else masks
+        lower, upper = self.bounds(epoch, _resolve_budget(self.budget, model))
+        rho = torch.stack([m.float().mean() for block in masks.values() for m in block])
+        below = torch.relu(lower - rho).pow(2).mean()
+        above = torch.relu(rho - upper).pow(2).mean()
+        return self.weight * (below + above)
+
+    def extra_repr(self) -> str:
+        return f"budget={self.budget}, weight={self.weight}, alpha={self.alpha}"
+
+
+class BudgetLossOutput(NamedTuple):
+    """What :class:`BudgetLoss` returns: the total and its parts (for logging)."""
+
+    loss: torch.Tensor
+    compute: torch.Tensor
+    bound: torch.Tensor
+    mac_ratio: torch.Tensor  # detached F_g / F_d
+
+
+class BudgetLoss(nn.Module):
+    """The paper's whole budget term: ``lambda * (F_g/F_d - t_d)^2 + gamma * L_bound``.
+
+    Args:
+        budget: Target ``t_d``; None takes the model's gate budget.
+        compute_weight: ``lambda`` (5).
+        bound_weight: ``gamma`` (1).
+        alpha: Bound relaxation rate (0.02).
+        include_linear: Count linear layers in the MAC ratio.
+    """
+
+    def __init__(
+        self,
+        budget: float | None = None,
+        *,
+        compute_weight: float = 5.0,
+        bound_weight: float = 1.0,
+        alpha: float = 0.02,
+        include_linear: bool = False,
+    ) -> None:
+        super().__init__()
+        self.compute = ComputeLoss(budget, weight=compute_weight, include_linear=include_linear)
+        self.bound = BoundLoss(budget, weight=bound_weight, alpha=alpha)
+
+    def forward(
+        self, model: nn.Module, images: torch.Tensor | Sequence[int], *, epoch: float, masks: Masks | None = None
+    ) -> BudgetLossOutput:
+        """Both losses for the last gated forward of ``model`` on ``images`` at ``epoch``."""
+        masks = _recorded_masks(model) if masks is None else masks
+        ratio = self.compute.mac_ratio(model, images, masks)
+        target = _resolve_budget(self.compute.budget, model)
+        compute = (self.compute.weight * (ratio - target) ** 2).float()
+        bound = self.bound(model, epoch, masks)
+        return BudgetLossOutput(compute + bound, compute, bound, ratio.detach().float())
+
+
+def gated_param_groups(
+    model: nn.Module,
+    *,
+    weight_decay: float = 1e-4,
+    no_weight_decay: Iterable[str] = (),
+) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: weight decay on conv/linear weights only.
+
+    Groups (empty ones are left out), each with a ``"name"`` key:
+
+    * ``"decay"``: every other weight, ``weight_decay``;
+    * ``"gates"``: the gate networks' conv weights, no weight decay (the paper's setting);
+    * ``"no_decay"``: biases, norm parameters (every parameter with ``ndim <= 1``, the gates' and
+      the gated-mode norm copies included) and names in ``no_weight_decay`` (or in the model's
+      ``no_weight_decay()``), no weight decay and ``"lars_exclude": True`` for LARS wrappers.
+
+    Frozen parameters (``requires_grad=False``) are skipped.
+
+    Args:
+        model: The model (gated or not).
+        weight_decay: Decay of the ``"decay"`` group (1e-4 in the paper).
+        no_weight_decay: Extra parameter names (exact, or prefixes ending in ``.``) without decay.
+
+    Example:
+        >>> optimizer = torch.optim.SGD(gated_param_groups(model), lr=0.6, momentum=0.9)
+    """
+    skip = set(no_weight_decay)
+    if hasattr(model, "no_weight_decay"):
+        skip |= set(model.no_weight_decay())
+    gate_params = {id(p) for _, g in iter_gates(model) for p in g.parameters()}
+    groups: dict[str, list[nn.Parameter]] = {"decay": [], "gates": [], "no_decay": []}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim <= 1 or name in skip or any(name.startswith(s) for s in skip if s.endswith(".")):
+            groups["no_decay"].append(param)
+        elif id(param) in gate_params:
+            groups["gates"].append(param)
+        else:
+            groups["decay"].append(param)
+    settings = {
+        "decay": {"weight_decay": weight_decay},
+        "gates": {"weight_decay": 0.0},
+        "no_decay": {"weight_decay": 0.0, "lars_exclude": True},
+    }
+    return [
+        {"name": name, "params": params, **settings[name]} for name, params in groups.items() if params
+    ]
