@@ -32,12 +32,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import timm_gated_ssl  # noqa: E402,F401
-from _timing import interleaved_ratios, write_json  # noqa: E402
-from timm_gated_ssl import gate_mode, iter_gates  # noqa: E402
-from timm_gated_ssl.budget import BudgetLoss  # noqa: E402
-from timm_gated_ssl.calibration import calibrate_budget  # noqa: E402
-from timm_gated_ssl.compute import count_macs  # noqa: E402
+from _timing import interleaved_ratios, write_json
+
+import timm_gated_ssl  # noqa: F401
+from timm_gated_ssl import gate_mode, iter_gates
+from timm_gated_ssl.budget import BudgetLoss
+from timm_gated_ssl.calibration import calibrate_budget
+from timm_gated_ssl.compute import count_macs
 
 BUDGETS = (0.1, 0.2, 0.3, 0.4, 0.5)
 PRESETS: dict[str, dict[str, Any]] = {

@@ -8,7 +8,12 @@ import torch
 
 import timm_gated_ssl  # noqa: F401
 from timm_gated_ssl import (
-    InvalidBudgetError, NoGatesError, UncalibratedBudgetError, attach_gates, get_gate_mode, iter_gates,
+    InvalidBudgetError,
+    NoGatesError,
+    UncalibratedBudgetError,
+    attach_gates,
+    get_gate_mode,
+    iter_gates,
 )
 from timm_gated_ssl.calibration import calibrate_budget, calibrated_budgets, set_budget
 from timm_gated_ssl.compute import count_macs

@@ -8,11 +8,11 @@ import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import timm_gated_ssl  # noqa: F401  (registers the models)
-from timm_gated_ssl import attach_gates, gate_masks, gate_mode, iter_gates
-from timm_gated_ssl.compute import MacCount, cost_table, count_macs, gated_macs
+import timm_gated_ssl
 from tests.compute.slicing import sliced_copy
 from tests.helpers import randomize_norms
+from timm_gated_ssl import attach_gates, gate_masks, gate_mode, iter_gates
+from timm_gated_ssl.compute import MacCount, cost_table, count_macs, gated_macs
 
 # (timm name, create kwargs, image size): basic/bottleneck, deep stems, avg-down, grouped + SE,
 # ECA (conv1d), blur anti-aliasing, the CIFAR stem

@@ -6,6 +6,7 @@ each block family has one module that registers how its masks change its layers'
 import line below).
 """
 
+from . import resnet, vit  # noqa: F401  (register the ResNet and ViT families)
 from .core import (
     BLOCK_COSTS,
     BlockCost,
@@ -20,7 +21,6 @@ from .core import (
     gated_macs,
     register_block_cost,
 )
-from . import resnet, vit  # noqa: E402,F401  (register the ResNet and ViT families)
 
 __all__ = [
     "BLOCK_COSTS", "BlockCost", "BlockCostFn", "BlockMacs", "CostTable", "CostTerm", "LayerStats",

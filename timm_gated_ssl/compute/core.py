@@ -40,8 +40,17 @@ from ..attach import gate_mode, iter_gates
 from ..gates import BlockGate
 
 __all__ = [
-    "BlockCostFn", "BlockMacs", "CostTable", "CostTerm", "LayerStats", "MacCount", "cost_table",
-    "count_macs", "gated_macs", "register_block_cost", "BLOCK_COSTS",
+    "BLOCK_COSTS",
+    "BlockCostFn",
+    "BlockMacs",
+    "CostTable",
+    "CostTerm",
+    "LayerStats",
+    "MacCount",
+    "cost_table",
+    "count_macs",
+    "gated_macs",
+    "register_block_cost",
 ]
 
 
@@ -349,7 +358,7 @@ def _build_table(
         block = model.get_submodule(name)
         if block not in ran:
             continue
-        for family, fn in BLOCK_COSTS.items():
+        for fn in BLOCK_COSTS.values():
             terms = fn(block, gate, stats)
             if terms is not None:
                 break
