@@ -11,7 +11,7 @@ Example:
     ...     out = model(images)
 """
 
-from . import models  # noqa: F401  (registers the models in timm)
+from . import hub, models  # noqa: F401  (register the models and pretrained tags in timm)
 from .attach import (
     attach_gates,
     clear_gate_masks,
@@ -33,11 +33,19 @@ from .errors import (
     UncalibratedBudgetError,
     UnsupportedModelError,
 )
+from .budget import BoundLoss, BudgetLoss, ComputeLoss, gated_param_groups
+from .calibration import calibrate_budget, calibrated_budgets, set_budget
+from .compact import compact, export_static, load_static
+from .compute import MacCount, count_macs, gated_macs
 from .gates import BlockGate, GateConfig
+from .hub import load_from_hub, push_to_hub
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BoundLoss", "BudgetLoss", "ComputeLoss", "MacCount", "calibrate_budget", "calibrated_budgets",
+    "compact", "count_macs", "export_static", "gated_macs", "gated_param_groups", "load_from_hub",
+    "load_static", "push_to_hub", "set_budget",
     "BlockGate", "GateConfig", "GatesAlreadyAttachedError", "GatingError", "InvalidBudgetError",
     "NoGatesError", "UncalibratedBudgetError", "UnsupportedModelError", "attach_gates",
     "clear_gate_masks", "convert_sync_batchnorm", "detach_gates", "gate_config", "gate_masks", "gate_mode", "get_gate_mode",

@@ -128,6 +128,21 @@ def set_budget(model: nn.Module, budget: float) -> nn.Module:
     return model
 
 
+def select_budget_on_load(model: nn.Module, budget: float) -> None:
+    """Apply calibrated ``budget`` now and again after every ``load_state_dict``.
+
+    Model entry points call this when ``budget=`` names a calibrated budget: timm loads the
+    pretrained weights (whose ``logit_offset`` buffers hold the operating point active when they
+    were saved) after construction, which would otherwise undo the choice.
+    """
+    set_budget(model, budget)
+
+    def reapply(module: nn.Module, incompatible_keys: Any) -> None:
+        set_budget(module, budget)
+
+    model.register_load_state_dict_post_hook(reapply)
+
+
 def _images(batch: Any) -> torch.Tensor:
     """The image tensor of a loader batch: a tensor, the first item of a tuple/list, or a dict's
     ``"image"``, ``"images"``, ``"pixel_values"`` or ``"x"`` entry."""

@@ -87,3 +87,15 @@ def test_save_load_round_trip_through_timm(tmp_path) -> None:
     with gate_mode(model, "gated"), gate_mode(loaded, "gated"):
         assert torch.equal(model(x), loaded(x))
     assert len(list(iter_gates(loaded))) == 8
+
+
+def test_budget_kwarg_picks_a_calibrated_budget_after_loading(tmp_path) -> None:
+    from timm_gated_ssl import calibrate_budget, count_macs
+
+    model = timm.create_model("gated_resnet18_cifar", channels=[8, 16, 32, 64], num_classes=0).eval()
+    images = torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    reached = {b: calibrate_budget(model, [images], b, tol=0.03).mac_fraction for b in (0.3, 0.5)}
+    save_for_hf(model, tmp_path)  # the weights hold the offset of the last calibration (0.5)
+    for budget in (0.3, 0.5):
+        loaded = timm.create_model(f"local-dir:{tmp_path}", pretrained=True, budget=budget).eval()
+        assert abs(count_macs(loaded, images).mean_ratio - reached[budget]) < 1e-9

@@ -16,7 +16,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..attach import attach_gates
-from ..calibration import budget_key, set_budget
+from ..calibration import budget_key, select_budget_on_load
 from ..gates import GateConfig
 from .cifar_stem import apply_cifar_stem
 
@@ -72,7 +72,7 @@ class GatedResNet(ResNet):
             budget_key(float(k)): float(v) for k, v in (calibrated_budgets or {}).items()
         }
         if gated and budget_key(budget) in self.calibrated_budgets:
-            set_budget(self, budget)
+            select_budget_on_load(self, budget)
 
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> GatedResNet:

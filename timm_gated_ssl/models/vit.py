@@ -17,7 +17,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from ..attach import attach_gates
-from ..calibration import budget_key, set_budget
+from ..calibration import budget_key, select_budget_on_load
 from ..gates import GateConfig
 from .resnet import CIFAR_MEAN, CIFAR_STD
 
@@ -61,7 +61,7 @@ class GatedVisionTransformer(VisionTransformer):
             budget_key(float(k)): float(v) for k, v in (calibrated_budgets or {}).items()
         }
         if gated and budget_key(budget) in self.calibrated_budgets:
-            set_budget(self, budget)
+            select_budget_on_load(self, budget)
 
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> GatedVisionTransformer:
