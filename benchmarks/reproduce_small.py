@@ -31,8 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = [
     "--dataset", "fashion_mnist", "--image_size", "28", "--train_subset", "10240",
-    "--batch_size", "256", "--epochs", "3", "--warmup_epochs", "0.3", "--lr", "0.3",
-    "--eval_split", "null", "--eval_train_split", "null", "--log_every", "10", "--save_every", "1",
+    "--batch_size", "256", "--epochs", "3", "--warmup_epochs", "1", "--lr", "0.2",
+    "--eval_split", "null", "--eval_train_split", "null", "--log_every", "2", "--save_every", "1",
 ]
 RUNS = {
     "vanilla": ["--model", "resnet18_cifar", "--gating", "false"],

@@ -96,6 +96,17 @@ def _record(model: nn.Module, budget: float, offset: float) -> None:
     setattr(model, TABLE_ATTR, table)
     if TABLE_ATTR in inspect.signature(type(model).__init__).parameters:  # e.g. GatedResNet
         model._model_args = {**getattr(model, "_model_args", {}), TABLE_ATTR: dict(table)}
+    _remember_operating_point(model, budget)
+
+
+def _remember_operating_point(model: nn.Module, budget: float) -> None:
+    """Record the budget the model now runs at as its ``budget`` model argument.
+
+    A checkpoint saved with ``save_for_hf`` then reloads at the same operating point: the entry
+    point re-applies ``calibrated_budgets[budget]`` after timm loads the weights.
+    """
+    if TABLE_ATTR in inspect.signature(type(model).__init__).parameters:
+        model._model_args = {**getattr(model, "_model_args", {}), "budget": float(budget)}
 
 
 def set_budget(model: nn.Module, budget: float) -> nn.Module:
@@ -125,6 +136,7 @@ def set_budget(model: nn.Module, budget: float) -> nn.Module:
             f"Run timm_gated_ssl.calibrate_budget(model, loader, {budget:g}) first"
         )
     _set_offset(root, float(table[key]))
+    _remember_operating_point(root, budget)
     return model
 
 

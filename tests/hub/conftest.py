@@ -99,9 +99,11 @@ def gated_model():
     model = timm.create_model("gated_resnet18_cifar", num_classes=0, budget=0.3,
                               layers=(1, 1, 1, 1), calibrated_budgets={"0.3": 0.25, "0.5": -0.5})
     with torch.no_grad():  # non-trivial norm statistics, so that a bad load shows
-        for buffer in model.buffers():
-            if buffer.dtype.is_floating_point:
+        for name, buffer in model.named_buffers():
+            if buffer.dtype.is_floating_point and not name.endswith("logit_offset"):
                 buffer.uniform_(0.5, 1.5)
+    # The gates' offsets are the operating point of the selected calibrated budget (0.3 here).
+    assert all(float(b) == 0.25 for n, b in model.named_buffers() if n.endswith("logit_offset"))
     return model.eval()
 
 

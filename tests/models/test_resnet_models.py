@@ -90,7 +90,7 @@ def test_save_load_round_trip_through_timm(tmp_path) -> None:
 
 
 def test_budget_kwarg_picks_a_calibrated_budget_after_loading(tmp_path) -> None:
-    from timm_gated_ssl import calibrate_budget, count_macs
+    from timm_gated_ssl import calibrate_budget, count_macs, set_budget
 
     model = timm.create_model("gated_resnet18_cifar", channels=[8, 16, 32, 64], num_classes=0).eval()
     images = torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -99,3 +99,8 @@ def test_budget_kwarg_picks_a_calibrated_budget_after_loading(tmp_path) -> None:
     for budget in (0.3, 0.5):
         loaded = timm.create_model(f"local-dir:{tmp_path}", pretrained=True, budget=budget).eval()
         assert abs(count_macs(loaded, images).mean_ratio - reached[budget]) < 1e-9
+    # Without budget=, a checkpoint reloads at the operating point it was saved at.
+    set_budget(model, 0.3)
+    save_for_hf(model, tmp_path / "at03")
+    loaded = timm.create_model(f"local-dir:{tmp_path / 'at03'}", pretrained=True).eval()
+    assert abs(count_macs(loaded, images).mean_ratio - reached[0.3]) < 1e-9
