@@ -34,7 +34,7 @@ def _pair(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("name", VARIANTS)
