@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import Accelerator
 from timm.models import save_for_hf
 from torch import nn
@@ -107,6 +108,7 @@ def write_json(path: str | Path, payload: dict[str, Any]) -> None:
 def export_model(model: nn.Module, output_dir: str | Path, *, model_args: dict[str, Any] | None = None) -> None:
     """Save ``model`` in timm's format (``config.json`` + ``model.safetensors``), atomically."""
     output_dir = Path(output_dir)
+    model = model.to(memory_format=torch.contiguous_format)  # safetensors stores dense tensors
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=".export_") as staging:
         save_for_hf(model, staging, model_args=model_args, safe_serialization=True)
         for name in ("model.safetensors", "config.json"):  # weights first: config marks completion
