@@ -39,7 +39,7 @@ def test_vanilla_baseline_and_outputs(pretrain: Any, tmp_path: Path) -> None:
 
 
 def test_gated_run_reports_both_modes_and_mac_ratio(pretrain: Any, tmp_path: Path) -> None:
-    metrics = run(pretrain, tmp_path, "--max_steps", "3", "--budget", "0.3")
+    metrics = run(pretrain, tmp_path, "--max_steps", "3", "--budget", "0.3", "--channels_last")
     assert {"knn_dense", "knn_gated", "mac_ratio", "flops_reduction"} <= set(metrics)
     assert 0 < metrics["mac_ratio"] <= 1.0
     assert abs(metrics["mac_ratio"] + metrics["flops_reduction"] - 1) < 1e-9
