@@ -152,7 +152,9 @@ def main(argv: list[str] | None = None) -> None:
         accelerator.load_state(str(path))
         accelerator.print(f"resumed from {path} at step {state.step} (epoch {state.epoch})")
     if args.report_to:
-        accelerator.init_trackers("timm_gated_ssl", config=config.to_dict())
+        # Trackers (tensorboard's hparams) take scalars only: dicts and None become strings.
+        scalars = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.to_dict().items()}
+        accelerator.init_trackers("timm_gated_ssl", config=scalars)
 
     unwrapped = accelerator.unwrap_model(model)
     max_updates = min(total_updates, config.max_steps or total_updates)

@@ -106,3 +106,9 @@ def test_half_written_state_is_ignored(pretrain: Any, tmp_path: Path) -> None:
 def test_bad_input(pretrain: Any, tmp_path: Path, args: tuple[str, ...], error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         run(pretrain, tmp_path, "--max_steps", "1", *args)
+
+
+def test_tensorboard_tracker(pretrain: Any, tmp_path: Path) -> None:
+    run(pretrain, tmp_path, "--max_steps", "2", "--report_to", "tensorboard", "--eval_split", "null",
+        "--eval_train_split", "null")
+    assert list(tmp_path.rglob("events.out.tfevents.*")), "no tensorboard event file written"
