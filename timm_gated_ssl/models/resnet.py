@@ -15,9 +15,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from ..attach import attach_gates
-from ..calibration import budget_key, select_budget_on_load
 from ..gates import GateConfig
+from ._gating import setup_gates
 from .cifar_stem import apply_cifar_stem
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -64,15 +63,10 @@ class GatedResNet(ResNet):
         super().__init__(**kwargs)
         if cifar_stem:
             apply_cifar_stem(self, padding=cifar_stem_padding)
-        if gated:
-            attach_gates(
-                self, budget=budget, separate_bn=separate_bn, tau=tau, reduction=gate_reduction
-            )
-        self.calibrated_budgets = {
-            budget_key(float(k)): float(v) for k, v in (calibrated_budgets or {}).items()
-        }
-        if gated and budget_key(budget) in self.calibrated_budgets:
-            select_budget_on_load(self, budget)
+        setup_gates(
+            self, gated=gated, budget=budget, separate_bn=separate_bn, tau=tau,
+            gate_reduction=gate_reduction, calibrated_budgets=calibrated_budgets,
+        )
 
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> GatedResNet:

@@ -16,9 +16,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
-from ..attach import attach_gates
-from ..calibration import budget_key, select_budget_on_load
 from ..gates import GateConfig
+from ._gating import setup_gates
 from .resnet import CIFAR_MEAN, CIFAR_STD
 
 
@@ -53,15 +52,10 @@ class GatedVisionTransformer(VisionTransformer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if gated:
-            attach_gates(
-                self, budget=budget, separate_bn=separate_bn, tau=tau, reduction=gate_reduction
-            )
-        self.calibrated_budgets = {
-            budget_key(float(k)): float(v) for k, v in (calibrated_budgets or {}).items()
-        }
-        if gated and budget_key(budget) in self.calibrated_budgets:
-            select_budget_on_load(self, budget)
+        setup_gates(
+            self, gated=gated, budget=budget, separate_bn=separate_bn, tau=tau,
+            gate_reduction=gate_reduction, calibrated_budgets=calibrated_budgets,
+        )
 
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> GatedVisionTransformer:
