@@ -41,7 +41,12 @@ from timm_gated_ssl.recipe import (
     resolve_checkpoint,
     save_training_state,
 )
-from timm_gated_ssl.recipe.data import build_monitor_data, build_train_loader, load_train_split
+from timm_gated_ssl.recipe.data import (
+    MonitorData,
+    build_monitor_data,
+    build_train_loader,
+    load_train_split,
+)
 from timm_gated_ssl.recipe.outputs import write_json
 from timm_gated_ssl.ssl import build_ssl_objective, cosine_momentum_schedule
 
@@ -61,23 +66,26 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Pretr
     return args, PretrainConfig.load(args.config, rest)
 
 
-def knn_monitor(accelerator, backbone, monitor, config) -> dict[str, float]:
+def knn_monitor(
+    accelerator: Accelerator, backbone: torch.nn.Module, monitor: MonitorData, config: PretrainConfig
+) -> dict[str, float]:
     """Weighted k-NN top-1 of the dense (and gated) features on the labelled monitor splits."""
-    modes = ["dense", "gated"] if has_gates(backbone) else ["dense"]
+    gated = has_gates(backbone)
     results = {}
-    for mode in modes:
-        kw = dict(accelerator=accelerator, progress=False, mode=mode if has_gates(backbone) else None,
-                  mode_context=gate_mode if has_gates(backbone) else None)
+    for mode in ["dense", "gated"] if gated else ["dense"]:
+        kw = dict(accelerator=accelerator, progress=False, mode=mode if gated else None,
+                  mode_context=gate_mode if gated else None)
         bank = extract_features(backbone, monitor.bank, desc=f"bank/{mode}", **kw)
         query = extract_features(backbone, monitor.query, desc=f"query/{mode}", **kw)
         results[f"knn_{mode}"] = knn_accuracy(bank, query, k=config.knn_k, temperature=config.knn_temperature,
                                               num_classes=monitor.num_classes)
-    backbone.train()
-    return results
+    return results  # extract_features restores the backbone's train/eval state
 
 
 @torch.no_grad()
-def realised_mac_ratio(backbone, loader, *, max_batches: int = 8) -> dict[str, float]:
+def realised_mac_ratio(
+    backbone: torch.nn.Module, loader: torch.utils.data.DataLoader, *, max_batches: int = 8
+) -> dict[str, float]:
     """Deterministic (eval-mode) gated MACs / dense MACs on evaluation images."""
     ratios, dense = [], 0
     for i, (images, _) in enumerate(loader):
