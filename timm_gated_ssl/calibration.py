@@ -155,9 +155,9 @@ def select_budget_on_load(model: nn.Module, budget: float) -> None:
     model.register_load_state_dict_post_hook(reapply)
 
 
-def _images(batch: Any) -> torch.Tensor:
+def batch_images(batch: Any) -> torch.Tensor:
     """The image tensor of a loader batch: a tensor, the first item of a tuple/list, or a dict's
-    ``"image"``, ``"images"``, ``"pixel_values"`` or ``"x"`` entry."""
+    ``"image"``, ``"images"``, ``"pixel_values"`` or ``"x"`` entry (calibration and static export)."""
     if isinstance(batch, torch.Tensor):
         return batch
     if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
@@ -167,7 +167,7 @@ def _images(batch: Any) -> torch.Tensor:
             if isinstance(batch.get(key), torch.Tensor):
                 return batch[key]
     raise TypeError(
-        f"cannot find images in a calibration batch of type {type(batch).__name__}: expected a tensor, "
+        f"cannot find images in a batch of type {type(batch).__name__}: expected a tensor, "
         "a (images, ...) tuple, or a dict with an 'image'/'images'/'pixel_values' entry"
     )
 
@@ -189,7 +189,7 @@ class _Evaluator:
         for index, batch in enumerate(self.loader):
             if self.max_batches is not None and index >= self.max_batches:
                 break
-            images = _images(batch)
+            images = batch_images(batch)
             if images.numel():
                 yield images
 

@@ -32,6 +32,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
 from ..attach import gate_mode, require_gates
+from ..calibration import batch_images
 from ..gates import BlockGate
 from .fold import gated_norm
 
@@ -40,10 +41,6 @@ GATE_KWARGS = ("budget", "separate_bn", "tau", "gate_reduction", "calibrated_bud
 
 
 # ------------------------------------------------------------------------------------ usage
-def _images(batch: Any) -> torch.Tensor:
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
-
-
 @torch.no_grad()
 def channel_usage(
     model: nn.Module, loader: Iterable[Any], *, max_batches: int | None = None
@@ -72,7 +69,7 @@ def channel_usage(
             for i, batch in enumerate(loader):
                 if max_batches is not None and i >= max_batches:
                     break
-                images = _images(batch).to(device)
+                images = batch_images(batch).to(device)
                 model(images)
                 for name, gate in gates:
                     assert gate.masks is not None
@@ -429,7 +426,7 @@ def export_static(
                                  architecture="static_resnet")
     static.eval()
 
-    sample = _images(next(iter(loader))).to(device)
+    sample = batch_images(next(iter(loader))).to(device)
     dense_macs, gated_macs = _conv_macs(model, sample)
     static_macs, _ = _conv_macs(static, sample[:1])
     acc_gated = acc_static = None
