@@ -25,7 +25,6 @@ def time_call(fn: Callable[[], Any], *, inner: int = 1) -> float:
     return (time.perf_counter() - start) / inner
 
 
-@torch.inference_mode()
 def interleaved_ratios(
     baseline: Callable[[], Any],
     variants: dict[str, Callable[[], Any]],
@@ -33,8 +32,24 @@ def interleaved_ratios(
     repeats: int,
     inner: int = 1,
     warmup: int = 2,
+    inference: bool = True,
 ) -> dict[str, dict[str, float]]:
-    """Median ratio ``variant / baseline`` over interleaved repeats, plus median times (seconds)."""
+    """Median ratio ``variant / baseline`` over interleaved repeats, plus median times (seconds).
+
+    ``inference=True`` times the calls under ``torch.inference_mode``; pass False for training steps.
+    """
+    with torch.inference_mode(inference):
+        return _interleaved(baseline, variants, repeats=repeats, inner=inner, warmup=warmup)
+
+
+def _interleaved(
+    baseline: Callable[[], Any],
+    variants: dict[str, Callable[[], Any]],
+    *,
+    repeats: int,
+    inner: int,
+    warmup: int,
+) -> dict[str, dict[str, float]]:
     for fn in [baseline, *variants.values()]:
         for _ in range(warmup):
             fn()

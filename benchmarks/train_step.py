@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ import timm
 import torch
 
 import timm_gated_ssl  # noqa: F401
-from _timing import write_json
+from _timing import interleaved_ratios, write_json
 from timm_gated_ssl.budget import BudgetLoss
 from timm_gated_ssl.recipe import DualSSLModel
 from timm_gated_ssl.ssl import build_ssl_objective
@@ -63,14 +62,8 @@ def make_step(gating: bool, batch: int, size: int, dtype: torch.dtype | None):
 
 def dual_over_vanilla(batch: int, size: int, repeats: int, dtype: torch.dtype | None) -> dict:
     dual, vanilla = make_step(True, batch, size, dtype), make_step(False, batch, size, dtype)
-    for fn in (dual, vanilla, dual, vanilla):
-        fn()
-    ratios, times = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter(); vanilla(); t1 = time.perf_counter(); dual(); t2 = time.perf_counter()
-        ratios.append((t2 - t1) / (t1 - t0))
-        times.append(t1 - t0)
-    return {"ratio": statistics.median(ratios), "vanilla_step_s": statistics.median(times)}
+    res = interleaved_ratios(vanilla, {"dual": dual}, repeats=repeats, inference=False)
+    return {"ratio": res["dual"]["ratio"], "vanilla_step_s": res["baseline"]["seconds"]}
 
 
 def bare_images_per_s(batch: int, size: int, steps: int) -> float:
