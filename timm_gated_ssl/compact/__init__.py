@@ -7,7 +7,8 @@
 """
 
 from .fold import fold_bn, gated_norm
-from .resnet import BATCH_STRATEGIES, CompactBasicBlock, CompactBottleneck, CompactGate
+from .gate import CompactGate
+from .resnet import BATCH_STRATEGIES, CompactBasicBlock, CompactBottleneck
 from .runtime import compact
 from .static import StaticExport, channel_usage, export_static, load_static, static_resnet
 
