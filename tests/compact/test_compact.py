@@ -81,3 +81,20 @@ def test_bad_input() -> None:
     model, _ = gated_model("resnet18")
     with pytest.raises(ValueError, match="union"):
         compact(model, batch_strategy="bogus")  # type: ignore[arg-type]
+
+
+def test_grouped_conv_runs_narrower_than_full_width() -> None:
+    """ResNeXt: the grouped conv2 runs on padded equal groups, fewer channels than the full width."""
+    from timm_gated_ssl.compact.sliced_conv import SlicedConv
+
+    model, size = gated_model("resnext50_32x4d")
+    fast = compact(model)
+    seen: list[tuple[int, int]] = []
+    for module in fast.modules():
+        if isinstance(module, SlicedConv):
+            full = module.weight.shape[0]
+            module.register_forward_hook(lambda m, a, out, full=full: seen.append((a[1].numel(), full)))
+    fast(torch.randn(1, 3, size, size))
+    assert len(seen) == 4
+    assert all(rows <= full for rows, full in seen)
+    assert sum(r for r, _ in seen) < sum(f for _, f in seen)

@@ -2,10 +2,9 @@
 
 Each gated conv is stored once, with its gated-mode BatchNorm folded in (``fold.py``). Per forward the
 block evaluates its gate on the block input and gathers, for the kept channels ``k`` of a width,
-the conv rows that produce them (``W1[k]``, bias ``b1[k]``) and the columns of the next conv that
-read them (``W2[:, k]``). Nothing per-sample is cached: a gather of ``|k|`` rows costs
-``|k| * C * kh * kw`` copies, about one hundredth of the conv it saves at 7x7 maps and far less at
-larger maps.
+the conv rows that produce them and the next conv's weights that read them (``sliced_conv.py``
+stores each weight so that both gathers are contiguous copies). Nothing per-sample is cached: with
+trained gates nearly every image has its own mask pattern (``docs/speed.md``).
 
 Batch > 1 (see ``docs/speed.md`` for the measurements behind the default):
 
@@ -14,9 +13,9 @@ Batch > 1 (see ``docs/speed.md`` for the measurements behind the default):
 * ``"per_sample"``: a batch-1 pass per sample.
 * ``"group"``: one pass per set of samples with identical masks.
 
-Grouped 3x3 convs (ResNeXt): slicing arbitrary channels breaks the equal-size groups, so the grouped
-conv2 of a Bottleneck runs at full width on the scattered kept inputs and only its kept outputs are
-carried on; conv1 and conv3 still shrink. (The static export keeps the groups by padding them.)
+Grouped 3x3 convs (ResNeXt): a grouped conv needs equal group sizes, so every group runs on as many
+channels as its fullest group keeps; the padding channels (off for every sample) are zeroed, which
+keeps the result exact. The static export pads its groups the same way.
 """
 
 from __future__ import annotations
@@ -25,30 +24,17 @@ import copy
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from timm.layers import BlurPool2d
 from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
 from ..gates import BlockGate
-from .fold import fold_bn, gated_norm
+from .fold import gated_norm
 from .gate import CompactGate
+from .sliced_conv import ColumnSlicedConv, RowSlicedConv, SlicedConv, padded_group_index
 
 BatchStrategy = Literal["union", "per_sample", "group"]
 BATCH_STRATEGIES: tuple[str, ...] = ("union", "per_sample", "group")
-
-
-class _ConvGeometry:
-    """Stride/padding/dilation/groups of a conv, to call ``F.conv2d`` with gathered weights."""
-
-    def __init__(self, conv: nn.Conv2d) -> None:
-        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-            raise TypeError("compact execution supports convs with explicit zero padding only")
-        self.stride, self.padding = conv.stride, conv.padding
-        self.dilation, self.groups = conv.dilation, conv.groups
-
-    def __call__(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
 
 def _check_aa(aa: nn.Module) -> nn.Module:
@@ -76,6 +62,14 @@ def _apply(h: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor, empty: bool) 
         return h.zero_()
     if mask.shape[0] == 1:
         return h
+    sub = mask.index_select(1, idx)
+    if bool(sub.all()):
+        return h
+    return h * sub.to(h.dtype)[:, :, None, None]
+
+
+def _zero_off(h: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Zero the gathered channels ``idx`` that each sample's mask turns off (padding included)."""
     sub = mask.index_select(1, idx)
     if bool(sub.all()):
         return h
@@ -135,54 +129,44 @@ class CompactBasicBlock(_CompactBlock):
 
     def __init__(self, block: BasicBlock, gate: BlockGate, strategy: BatchStrategy = "union") -> None:
         super().__init__(block, gate, strategy)
-        w1, b1 = fold_bn(block.conv1, gated_norm(block, gate, "bn1"))
-        w2, b2 = fold_bn(block.conv2, gated_norm(block, gate, "bn2"))
-        self.register_buffer("w1", w1)
-        self.register_buffer("b1", b1)
-        self.register_buffer("w2", w2)
-        self.register_buffer("b2", b2)
-        self.conv1, self.conv2 = _ConvGeometry(block.conv1), _ConvGeometry(block.conv2)
+        self.conv1 = RowSlicedConv(block.conv1, gated_norm(block, gate, "bn1"))
+        self.conv2 = ColumnSlicedConv(block.conv2, gated_norm(block, gate, "bn2"))
         self.act1, self.aa, self.act_out = block.act1, _check_aa(block.aa), block.act2
 
     def branch(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
         (m1,) = masks
         idx, empty = _nonempty(_kept(m1))
-        h = self.act1(self.conv1(x, self.w1.index_select(0, idx), self.b1.index_select(0, idx)))
-        h = self.aa(_apply(h, m1, idx, empty))
-        return self.conv2(h, self.w2.index_select(1, idx), self.b2)
+        h = self.aa(_apply(self.act1(self.conv1(x, idx)), m1, idx, empty))
+        return self.conv2(h, idx)
 
 
 class CompactBottleneck(_CompactBlock):
     """A timm ``Bottleneck`` that shrinks both gated inner widths (conv1 rows, conv2 rows and
-    columns, conv3 columns); a grouped conv2 runs at full width (see the module docstring)."""
+    columns, conv3 columns). A grouped conv2 (ResNeXt) keeps equal group sizes by running every
+    group on as many channels as its fullest group keeps, the padding channels zeroed."""
 
     def __init__(self, block: Bottleneck, gate: BlockGate, strategy: BatchStrategy = "union") -> None:
         super().__init__(block, gate, strategy)
-        for i, (conv, bn) in enumerate(((block.conv1, "bn1"), (block.conv2, "bn2"), (block.conv3, "bn3")), 1):
-            w, b = fold_bn(conv, gated_norm(block, gate, bn))
-            self.register_buffer(f"w{i}", w)
-            self.register_buffer(f"b{i}", b)
-        self.conv1, self.conv2 = _ConvGeometry(block.conv1), _ConvGeometry(block.conv2)
-        self.conv3 = _ConvGeometry(block.conv3)
-        self.width1 = block.conv1.out_channels
+        self.conv1 = RowSlicedConv(block.conv1, gated_norm(block, gate, "bn1"))
+        self.conv2 = SlicedConv(block.conv2, gated_norm(block, gate, "bn2"))
+        self.conv3 = ColumnSlicedConv(block.conv3, gated_norm(block, gate, "bn3"))
+        self.groups = block.conv2.groups
         self.act1, self.act2, self.act_out = block.act1, block.act2, block.act3
         self.aa = _check_aa(block.aa)
 
     def branch(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
         m1, m2 = masks
-        idx1, empty1 = _nonempty(_kept(m1))
-        idx2, empty2 = _nonempty(_kept(m2))
-        h = self.act1(self.conv1(x, self.w1.index_select(0, idx1), self.b1.index_select(0, idx1)))
-        h = _apply(h, m1, idx1, empty1)
-        if self.conv2.groups == 1:
-            w2 = self.w2.index_select(0, idx2).index_select(1, idx1)
-            h = self.conv2(h, w2, self.b2.index_select(0, idx2))
-        else:
-            full = h.new_zeros((h.shape[0], self.width1) + h.shape[2:])
-            full.index_copy_(1, idx1, h)
-            h = self.conv2(full, self.w2, self.b2).index_select(1, idx2)
-        h = self.aa(_apply(self.act2(h), m2, idx2, empty2))
-        return self.conv3(h, self.w3.index_select(1, idx2), self.b3)
+        if self.groups == 1:
+            idx1, empty1 = _nonempty(_kept(m1))
+            idx2, empty2 = _nonempty(_kept(m2))
+            h = _apply(self.act1(self.conv1(x, idx1)), m1, idx1, empty1)
+            h = self.act2(self.conv2(h, idx2, idx1))
+            return self.conv3(self.aa(_apply(h, m2, idx2, empty2)), idx2)
+        idx1 = padded_group_index(m1.any(dim=0), self.groups)
+        idx2 = padded_group_index(m2.any(dim=0), self.groups)
+        h = _zero_off(self.act1(self.conv1(x, idx1)), m1, idx1)
+        h = self.act2(self.conv2(h, idx2, idx1))
+        return self.conv3(self.aa(_zero_off(h, m2, idx2)), idx2)
 
 
 def compact_resnet_block(block: nn.Module, gate: BlockGate, strategy: BatchStrategy) -> nn.Module | None:
