@@ -94,8 +94,10 @@ def test_sliced_conv_rows_and_columns(groups: int) -> None:
 
 def test_padded_group_index_by_hand() -> None:
     keep = torch.tensor([1, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0], dtype=torch.bool)  # 3 groups of 4
-    # counts per group 1, 2, 0 -> 2 each: kept ones first, then the lowest off ones
+    # counts per group 1, 2, 0 -> 2 each: the kept ones, then the lowest off ones, ascending
     assert padded_group_index(keep, 3).tolist() == [0, 1, 5, 6, 8, 9]
+    keep = torch.tensor([0, 0, 1, 1, 0, 1, 0, 0], dtype=torch.bool)  # padding below a kept channel
+    assert padded_group_index(keep, 2).tolist() == [2, 3, 4, 5]
     assert padded_group_index(torch.zeros(8, dtype=torch.bool), 2).tolist() == [0, 4]
     assert padded_group_index(torch.ones(4, dtype=torch.bool), 2).tolist() == [0, 1, 2, 3]
 

@@ -9,10 +9,10 @@ batch 1, where small feature maps make a conv read its weights once and do littl
   kw)`` so the kept rows are contiguous and the gather is a plain memory copy.
 * :class:`ColumnSlicedConv` keeps some *input* channels. Gathering columns of ``(C_out, C_in, kh,
   kw)`` is a strided copy several times slower than the conv it feeds, so the weight is stored
-  input-major, ``(C_in, kh, kw, C_out)``, and the kept inputs are again contiguous rows. Maps of at
-  most :data:`SMALL_MAP_PIXELS` output pixels (and every 1x1 conv) then run as one matrix product
-  ``unfold(h)^T @ W[kept]`` that reads the gathered rows in place; larger maps run ``F.conv2d``
-  on a permuted view of them.
+  input-major, ``(C_in, kh, kw, C_out)``, and the kept inputs are again contiguous rows. Outputs
+  of at most :data:`SMALL_MAP_PIXELS` pixels over the whole batch (and every 1x1 conv) then run
+  as one matrix product ``unfold(h)^T @ W[kept]`` that reads the gathered rows in place; larger
+  ones run ``F.conv2d`` on a permuted view of them.
 * :class:`SlicedConv` keeps some input *and* output channels (a Bottleneck's 3x3 conv).
 """
 
@@ -24,7 +24,7 @@ from torch import nn
 
 from .fold import fold_bn
 
-#: Output maps of at most this many pixels use the unfold + matrix product path.
+#: Outputs of at most this many pixels (batch x height x width) use the unfold + matrix product path.
 SMALL_MAP_PIXELS = 256
 
 
@@ -63,6 +63,8 @@ class RowSlicedConv(_Geometry):
         self.register_buffer("bias", b)
 
     def forward(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        if rows.numel() == self.weight.shape[0]:  # every channel kept: no gather
+            return self.conv(x, self.weight, self.bias)
         return self.conv(x, self.weight.index_select(0, rows), self.bias.index_select(0, rows))
 
 
@@ -81,9 +83,9 @@ class ColumnSlicedConv(_Geometry):
         self.pointwise = self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
 
     def forward(self, h: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        w = self.weight_t.index_select(0, cols)
+        w = self.weight_t if cols.numel() == self.weight_t.shape[0] else self.weight_t.index_select(0, cols)
         out_h, out_w = self.out_size(h)
-        if self.pointwise or out_h * out_w <= SMALL_MAP_PIXELS:
+        if self.pointwise or h.shape[0] * out_h * out_w <= SMALL_MAP_PIXELS:
             if self.pointwise:
                 patches = h.flatten(2)
             else:
@@ -133,13 +135,13 @@ def padded_group_index(keep: torch.Tensor, groups: int) -> torch.Tensor:
         groups: Number of equal contiguous channel groups.
 
     Returns:
-        ``groups * max_g(count_g)`` indices (at least one per group), group after group: each
-        group's kept channels in ascending order, then its lowest-numbered off channels as padding.
+        ``groups * max_g(count_g)`` ascending indices (at least one per group): each group's kept
+        channels and, as padding, its lowest-numbered off channels. All channels give ``arange(W)``.
     """
     per = keep.numel() // groups
     grouped = keep.view(groups, per)
     count = max(int(grouped.sum(1).max()), 1)
-    # order each group's channels: kept first (stable, ascending), then off ones; take `count`
-    order = torch.argsort((~grouped).to(torch.int8), dim=1, stable=True)[:, :count]
+    # rank each group's channels kept first (stable), take `count`, restore ascending order
+    order = torch.argsort((~grouped).to(torch.int8), dim=1, stable=True)[:, :count].sort(dim=1).values
     index = (order + torch.arange(groups, device=keep.device)[:, None] * per).flatten()
     return index
