@@ -11,10 +11,12 @@ from ..attach import detach_gates, iter_gates, require_gates
 from ..errors import UnsupportedModelError
 from ..gates import BlockGate
 from .resnet import BATCH_STRATEGIES, BatchStrategy, compact_resnet_block
+from .vit import compact_vit_block
 
 #: Builders tried in order; each returns a compact block or None when the block is not its family.
 COMPACT_BUILDERS: list[Callable[[nn.Module, BlockGate, BatchStrategy], nn.Module | None]] = [
     compact_resnet_block,
+    compact_vit_block,
 ]
 
 
@@ -23,12 +25,14 @@ def compact(model: nn.Module, *, batch_strategy: BatchStrategy = "union") -> nn.
 
     The result computes what ``model`` computes in gated mode and eval mode (deterministic gates,
     gated-mode norms) to within float rounding (BN is folded into the convs), but each block's gate
-    runs first and the block then convolves only the channels that are on: conv1's kept output rows
-    and conv2's kept input columns (Bottleneck: both inner widths). The gate networks still run (and
-    their cost is what ``count_macs`` counts). ``model`` itself is not modified.
+    runs first and the block then computes only the channels that are on. ResNet: conv1's kept
+    output rows and conv2's kept input columns (Bottleneck: both inner widths). ViT: the kept heads'
+    q/k/v rows, attention and ``proj`` columns, and the kept MLP units' ``fc1`` rows and ``fc2``
+    columns (``compact/vit.py``). The gate networks still run (and their cost is what
+    ``count_macs`` counts). ``model`` itself is not modified.
 
     Args:
-        model: A gated timm ResNet (``attach_gates`` or a registered ``gated_*`` model).
+        model: A gated timm ResNet or ViT (``attach_gates`` or a registered ``gated_*`` model).
         batch_strategy: How a batch of several images is run: ``"union"`` of the kept channels
             with per-sample zeroing (default, fastest in ``docs/speed.md``), ``"per_sample"``, or
             ``"group"`` (one pass per distinct mask pattern). Batch 1 is always exact slicing.
@@ -64,7 +68,7 @@ def compact(model: nn.Module, *, batch_strategy: BatchStrategy = "union") -> nn.
         if built is None:
             raise UnsupportedModelError(
                 f"no compact implementation for gated block {name!r} ({type(block).__name__}); "
-                "supported: timm ResNet BasicBlock and Bottleneck"
+                "supported: timm ResNet BasicBlock and Bottleneck, timm vision_transformer.Block"
             )
         replacements.append((name, built.eval()))
     detach_gates(new)

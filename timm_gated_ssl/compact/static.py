@@ -15,13 +15,14 @@ Saving and loading: the static model is built by the registered entry point ``st
 (``base`` architecture + ``base_kwargs`` + per-block ``widths``), so ``timm.models.save_for_hf`` writes
 those in ``config.json``'s ``model_args`` and ``timm.create_model("local-dir:DIR", pretrained=True)``
 (or :func:`load_static`) rebuilds it, once ``timm_gated_ssl`` is imported.
+
+:func:`export_static` sends ViTs to ``static_vit.py`` (heads and MLP units instead of channels); the
+pieces both families share (usage, selection, the result, reports) are in ``static_common.py``.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import timm
@@ -31,84 +32,28 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
-from ..attach import gate_mode, require_gates
-from ..calibration import batch_images
+from ..attach import require_gates
 from ..gates import BlockGate
 from .fold import gated_norm
+from .static_common import (
+    GATE_KWARGS,
+    Selection,
+    StaticExport,
+    channel_usage,
+    check_min_firing_rate,
+    create_static,
+    finish_export,
+    load_static,
+    resolve_base,
+    select_channels,
+    source_macs,
+)
+from .static_vit import export_static_vit, is_vit
 
-#: Entry-point kwargs of the gated models that the plain base architecture does not take.
-GATE_KWARGS = ("budget", "separate_bn", "tau", "gate_reduction", "calibrated_budgets", "gated")
-
-
-# ------------------------------------------------------------------------------------ usage
-@torch.no_grad()
-def channel_usage(
-    model: nn.Module, loader: Iterable[Any], *, max_batches: int | None = None
-) -> tuple[dict[str, tuple[torch.Tensor, ...]], int]:
-    """Firing rate of every gated channel on ``loader`` (eval mode, deterministic gates).
-
-    Args:
-        model: A gated model.
-        loader: Yields image batches or ``(images, labels, ...)`` tuples.
-        max_batches: Stop after this many batches.
-
-    Returns:
-        ``({block_name: (rate_per_width, ...)}, number_of_images)``, each rate a float64 ``(C,)``.
-
-    Raises:
-        ValueError: the loader yields no image.
-    """
-    gates = require_gates(model)
-    device = next(model.parameters()).device
-    was_training = model.training
-    counts: dict[str, list[torch.Tensor]] = {}
-    seen = 0
-    model.eval()
-    try:
-        with gate_mode(model, "gated"):
-            for i, batch in enumerate(loader):
-                if max_batches is not None and i >= max_batches:
-                    break
-                images = batch_images(batch).to(device)
-                model(images)
-                for name, gate in gates:
-                    assert gate.masks is not None
-                    sums = [m.detach().double().sum(0).cpu() for m in gate.masks]
-                    if name in counts:
-                        counts[name] = [a + b for a, b in zip(counts[name], sums)]
-                    else:
-                        counts[name] = sums
-                seen += images.shape[0]
-    finally:
-        model.train(was_training)
-    if seen == 0:
-        raise ValueError("the calibration loader yielded no images")
-    return {name: tuple(c / seen for c in cs) for name, cs in counts.items()}, seen
-
-
-# ------------------------------------------------------------------------- channel selection
-@dataclass(frozen=True)
-class _Selection:
-    """Channels kept in one gated width: ``index`` (sorted) and which of them are real (``live``)."""
-
-    index: torch.Tensor
-    live: torch.Tensor
-
-
-def _select(rate: torch.Tensor, min_rate: float, groups: int) -> _Selection:
-    """Keep channels that fired (and reach ``min_rate``); pad each group to the same count."""
-    keep = (rate > 0) & (rate >= min_rate)
-    size = rate.numel() // groups
-    per_group = keep.reshape(groups, size)
-    count = max(int(per_group.sum(1).max()), 1)  # at least one channel so the conv stays valid
-    index, live = [], []
-    for g in range(groups):
-        on = per_group[g].nonzero().flatten()
-        off = (~per_group[g]).nonzero().flatten()
-        chosen = torch.cat([on, off[: count - on.numel()]]).sort().values
-        index.append(chosen + g * size)
-        live.append(per_group[g][chosen])
-    return _Selection(torch.cat(index), torch.cat(live))
+__all__ = [
+    "GATE_KWARGS", "StaticExport", "channel_usage", "export_static", "load_static", "narrow_resnet",
+    "static_resnet",
+]
 
 
 # ------------------------------------------------------------------------- narrow modules
@@ -202,11 +147,6 @@ def static_resnet(pretrained: bool = False, **kwargs: Any) -> ResNet:
     return build_model_with_cfg(_build_static, "static_resnet", pretrained, **kwargs)
 
 
-def load_static(path: str, **kwargs: Any) -> ResNet:
-    """Load a static export saved with ``timm.models.save_for_hf(model, path)``."""
-    return timm.create_model(f"local-dir:{path}", pretrained=True, **kwargs)
-
-
 # ------------------------------------------------------------------------------- cutting
 def _slice_norm(dst: nn.Module, src: nn.Module, index: torch.Tensor | None) -> None:
     for name in ("weight", "bias", "running_mean", "running_var"):
@@ -232,7 +172,7 @@ def _grouped_columns(weight: torch.Tensor, rows: torch.Tensor, cols: torch.Tenso
 
 
 @torch.no_grad()
-def _cut_block(dst: nn.Module, src: nn.Module, gate: BlockGate, sel: Sequence[_Selection]) -> None:
+def _cut_block(dst: nn.Module, src: nn.Module, gate: BlockGate, sel: Sequence[Selection]) -> None:
     s1 = sel[0]
     dst.conv1.weight.copy_(src.conv1.weight.index_select(0, s1.index))
     _slice_norm(dst.bn1, gated_norm(src, gate, "bn1"), s1.index)
@@ -253,98 +193,6 @@ def _cut_block(dst: nn.Module, src: nn.Module, gate: BlockGate, sel: Sequence[_S
     _slice_norm(dst.bn3, gated_norm(src, gate, "bn3"), None)
 
 
-def _base_of(model: nn.Module) -> tuple[str, dict[str, Any]]:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    arch = cfg.get("architecture")
-    if not arch:
-        raise ValueError("cannot tell which timm architecture this model was built from; pass base=")
-    arch = arch.removeprefix("gated_")
-    kwargs = {k: v for k, v in getattr(model, "_model_args", {}).items() if k not in GATE_KWARGS}
-    return arch, kwargs
-
-
-# --------------------------------------------------------------------------------- result
-@dataclass
-class StaticExport:
-    """What :func:`export_static` returns.
-
-    Attributes:
-        model: The plain timm ResNet (eval mode), gated-mode norms inside the blocks.
-        widths: ``{block_name: (kept width, ...)}``, padding for grouped convs included.
-        full_widths: ``{block_name: (original width, ...)}``.
-        firing_rates: ``{block_name: (rate per channel, ...)}`` on the calibration data.
-        num_calibration_images: How many images the rates come from.
-        macs: Conv MACs per image of the static model.
-        dense_macs: Conv MACs per image of the source network in dense mode.
-        gated_macs: Mean conv MACs per image of the source in gated mode (gates included) on the
-            first calibration batch, when the accounting module is available.
-        accuracy_gated: Top-1 of the source in gated mode on ``eval_loader`` (if given).
-        accuracy_static: Top-1 of the static model on ``eval_loader`` (if given).
-    """
-
-    model: ResNet
-    widths: dict[str, tuple[int, ...]]
-    full_widths: dict[str, tuple[int, ...]]
-    firing_rates: dict[str, tuple[torch.Tensor, ...]] = field(repr=False)
-    num_calibration_images: int
-    macs: int
-    dense_macs: int
-    gated_macs: float | None = None
-    accuracy_gated: float | None = None
-    accuracy_static: float | None = None
-
-    @property
-    def mac_fraction(self) -> float:
-        """Static MACs / dense MACs."""
-        return self.macs / self.dense_macs
-
-    @property
-    def accuracy_change(self) -> float | None:
-        """``accuracy_static - accuracy_gated`` (percentage points), when measured."""
-        if self.accuracy_gated is None or self.accuracy_static is None:
-            return None
-        return self.accuracy_static - self.accuracy_gated
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-safe summary."""
-        return {
-            "macs": self.macs, "dense_macs": self.dense_macs, "mac_fraction": self.mac_fraction,
-            "gated_macs": self.gated_macs, "accuracy_gated": self.accuracy_gated,
-            "accuracy_static": self.accuracy_static, "accuracy_change": self.accuracy_change,
-            "num_calibration_images": self.num_calibration_images,
-            "widths": {k: list(v) for k, v in self.widths.items()},
-        }
-
-
-def _conv_macs(model: nn.Module, images: torch.Tensor) -> tuple[int, float | None]:
-    """(dense conv MACs per image, mean gated MACs or None) via ``count_macs`` or FlopCounterMode."""
-    try:
-        from ..compute import count_macs
-    except ImportError:  # accounting module absent: count convs with torch's FlopCounterMode / 2
-        from torch.utils.flop_counter import FlopCounterMode
-
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
-            model(images[:1])
-        convs = sum(v for op, v in counter.get_flop_counts()["Global"].items() if "convolution" in str(op))
-        return int(convs // 2), None
-    result = count_macs(model, images)
-    gated = result.mean_gated if result.blocks else None
-    return int(result.dense), gated
-
-
-@torch.no_grad()
-def _accuracy(model: nn.Module, loader: Iterable[Any], device: torch.device) -> float:
-    correct = total = 0
-    for images, labels, *_ in loader:
-        pred = model(images.to(device)).argmax(-1)
-        correct += int((pred.cpu() == labels.cpu()).sum())
-        total += labels.numel()
-    if total == 0:
-        raise ValueError("eval_loader yielded no labelled images")
-    return 100.0 * correct / total
-
-
 def export_static(
     model: nn.Module,
     loader: Iterable[Any],
@@ -355,10 +203,14 @@ def export_static(
     base: str | None = None,
     base_kwargs: Mapping[str, Any] | None = None,
 ) -> StaticExport:
-    """Export a gated ResNet as a plain timm ResNet without the channels its gates never use.
+    """Export a gated ResNet or ViT as a plain timm model without the channels its gates never use.
+
+    A ViT (``timm.models.vision_transformer.VisionTransformer``) goes to
+    :func:`~timm_gated_ssl.compact.static_vit.export_static_vit`, which keeps heads and MLP units;
+    the options mean the same for both families.
 
     Args:
-        model: A gated timm ResNet (``attach_gates`` on a timm model, or a ``gated_*`` model).
+        model: A gated timm ResNet or ViT (``attach_gates`` on a timm model, or a ``gated_*`` model).
         loader: Calibration data: image batches or ``(images, labels)`` tuples.
         min_firing_rate: Keep a channel only if it is on for at least this fraction of the
             calibration images (0 keeps every channel that fired at least once).
@@ -376,15 +228,16 @@ def export_static(
 
     Raises:
         NoGatesError: ``model`` has no gates.
+        TypeError: a residual block (or ViT block) that is not gated or not supported.
         ValueError: ``min_firing_rate`` outside [0, 1], empty loader, or a base that does not match.
     """
-    if not isinstance(min_firing_rate, (int, float)) or not 0.0 <= min_firing_rate <= 1.0:
-        raise ValueError(f"min_firing_rate must be in [0, 1], got {min_firing_rate!r}")
+    if is_vit(model):
+        return export_static_vit(model, loader, min_firing_rate=min_firing_rate, max_batches=max_batches,
+                                 eval_loader=eval_loader, base=base, base_kwargs=base_kwargs)
+    check_min_firing_rate(min_firing_rate)
     gates = dict(require_gates(model))
     rates, seen = channel_usage(model, loader, max_batches=max_batches)
-    inferred_base, inferred_kwargs = _base_of(model) if base is None else (base, {})
-    base = base or inferred_base
-    kwargs = dict(inferred_kwargs if base_kwargs is None else base_kwargs)
+    base, kwargs = resolve_base(model, base, base_kwargs)
 
     names = [n for n, _ in _resnet_blocks(model)]
     if set(names) != set(gates):
@@ -394,53 +247,16 @@ def export_static(
     for name in names:
         block, gate = model.get_submodule(name), gates[name]
         groups = block.conv2.groups if isinstance(block, Bottleneck) else 1
-        sel = [_select(r, min_firing_rate, groups) for r in rates[name]]
+        sel = [select_channels(r, min_firing_rate, groups).to(block.conv1.weight.device) for r in rates[name]]
         selections[name] = sel
         widths[name] = tuple(s.index.numel() for s in sel)
         full[name] = tuple(gate.widths)
 
-    # the head and input settings travel as top-level kwargs (timm records and restores those)
-    head = {k: kwargs.pop(k) for k in ("num_classes", "in_chans", "global_pool") if k in kwargs}
-    head.setdefault("num_classes", getattr(model, "num_classes", 1000))
-    head.setdefault("in_chans", getattr(model, "in_chans", 3))
-    static = timm.create_model("static_resnet", base=base, base_kwargs=kwargs,
-                               widths=[list(widths[n]) for n in names], **head)
-    device = next(model.parameters()).device
-    static.to(device)
-    src_state = {k: v for k, v in model.state_dict().items() if ".dyn_gate." not in k}
-    dst_state = static.state_dict()
-    inner = {f"{n}.{p}." for n in names for p in ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")}
-    outer = {k for k in dst_state if not any(k.startswith(p) for p in inner)}
-    src_outer = {k for k in src_state if not any(k.startswith(p) for p in inner)}
-    mismatched = sorted(k for k in outer & src_outer if dst_state[k].shape != src_state[k].shape)
-    if outer != src_outer or mismatched:
-        raise ValueError(
-            f"the base {base!r} with kwargs {kwargs} does not match the gated model "
-            f"(missing {sorted(src_outer - outer)[:5]}, unexpected {sorted(outer - src_outer)[:5]}, "
-            f"shape mismatches {mismatched[:5]}); pass base= and base_kwargs="
-        )
-    static.load_state_dict({k: src_state[k] for k in outer}, strict=False)
+    inner = [f"{n}.{p}." for n in names for p in ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")]
+    static = create_static(model, "static_resnet", base=base, base_kwargs=kwargs,
+                           widths=[list(widths[n]) for n in names], inner=inner)
     for name in names:
         _cut_block(static.get_submodule(name), model.get_submodule(name), gates[name], selections[name])
-    static.pretrained_cfg = dict(copy.deepcopy(getattr(model, "pretrained_cfg", {}) or {}),
-                                 architecture="static_resnet")
     static.eval()
-
-    sample = batch_images(next(iter(loader))).to(device)
-    dense_macs, gated_macs = _conv_macs(model, sample)
-    static_macs, _ = _conv_macs(static, sample[:1])
-    acc_gated = acc_static = None
-    if eval_loader is not None:
-        was_training = model.training
-        model.eval()
-        try:
-            with gate_mode(model, "gated"):
-                acc_gated = _accuracy(model, eval_loader, device)
-        finally:
-            model.train(was_training)
-        acc_static = _accuracy(static, eval_loader, device)
-    return StaticExport(
-        model=static, widths=widths, full_widths=full, firing_rates=rates,
-        num_calibration_images=seen, macs=static_macs, dense_macs=dense_macs, gated_macs=gated_macs,
-        accuracy_gated=acc_gated, accuracy_static=acc_static,
-    )
+    return finish_export(model, static, loader, eval_loader, widths=widths, full_widths=full,
+                         rates=rates, seen=seen, static_macs=lambda m, x: source_macs(m, x)[0])
