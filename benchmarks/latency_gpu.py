@@ -1,0 +1,94 @@
+"""Real speed of gated ResNets on a CUDA GPU: dense, masked gated, compact and static export.
+
+The CPU benchmark (``latency.py``) is the one the speed targets refer to; this one answers what a
+GPU user gets. ``compact`` decides per image which channels to run, which on a GPU means a
+device-to-host sync per block (``nonzero``) and many small kernels; the static export is a plain,
+narrower network. Ratios against the plain timm model, interleaved (plain, variant, ...), median
+of the per-pair ratios, each call synchronised.
+
+Usage:
+    python benchmarks/latency_gpu.py                     # resnet18 224 px, t_d 0.3
+    python benchmarks/latency_gpu.py --budgets 0.1 0.3 0.5 --batches 1 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import interleaved_ratios, write_json
+
+import timm_gated_ssl  # noqa: F401  (registers the gated models)
+from timm_gated_ssl import calibrate_budget, detach_gates, set_gate_mode
+from timm_gated_ssl.compact import compact, export_static
+
+
+def _synced(module: torch.nn.Module, x: torch.Tensor, amp: bool) -> Any:
+    def call() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            module(x)
+        torch.cuda.synchronize()
+
+    return call
+
+
+def bench(arch: str, size: int, budget: float, batches: list[int], repeats: int, amp: bool) -> dict[str, Any]:
+    torch.manual_seed(0)
+    device = torch.device("cuda")
+    model = timm.create_model(arch, budget=budget).eval().to(device)
+    calib = torch.randn(64, 3, size, size, device=device)
+    cal = calibrate_budget(model, [calib], budget)
+    plain = detach_gates(copy.deepcopy(model)).eval()
+    masked = copy.deepcopy(model)
+    set_gate_mode(masked, "gated")
+    variants = {"dense": model, "masked": masked, "compact": compact(model),
+                "static": export_static(model, [calib]).model}
+    result: dict[str, Any] = {"model": arch, "img_size": size, "budget": budget, "amp_bf16": amp,
+                              "mac_fraction_calib": cal.mac_fraction}
+    for b in batches:
+        x = torch.randn(b, 3, size, size, device=device)
+        result[f"batch{b}"] = interleaved_ratios(
+            _synced(plain, x, amp), {k: _synced(m, x, amp) for k, m in variants.items()},
+            repeats=repeats, inner=5 if b == 1 else 2, warmup=3,
+        )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*", default=["gated_resnet18:224", "gated_resnet18_cifar:32"])
+    parser.add_argument("--budgets", type=float, nargs="*", default=[0.3])
+    parser.add_argument("--batches", type=int, nargs="*", default=[1, 256])
+    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast")
+    parser.add_argument("--output", default="benchmarks/out/latency_gpu.json")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        parser.error("no CUDA device: this benchmark measures GPU speed (latency.py measures CPU)")
+    torch.backends.cudnn.benchmark = True
+    results = []
+    for spec in args.models:
+        arch, size = spec.split(":")
+        for budget in args.budgets:
+            results.append(bench(arch, int(size), budget, args.batches, args.repeats, args.amp))
+            r = results[-1]
+            for b in args.batches:
+                row = r[f"batch{b}"]
+                print(f"{arch:22s} t_d {budget:.1f} MACs {r['mac_fraction_calib']:.2f} batch {b:4d} "
+                      + " ".join(f"{k} {row[k]['ratio']:.3f}" for k in ("dense", "masked", "compact", "static"))
+                      + f"  (plain {row['baseline']['seconds'] * 1e3:.2f} ms)", flush=True)
+            write_json(args.output, {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                                     "timm": timm.__version__, "platform": platform.platform(),
+                                     "results": results})
+
+
+if __name__ == "__main__":
+    main()
