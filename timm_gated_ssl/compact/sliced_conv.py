@@ -25,7 +25,7 @@ from torch import nn
 from .fold import fold_bn
 
 #: Outputs of at most this many pixels (batch x height x width) use the unfold + matrix product path.
-SMALL_MAP_PIXELS = 256
+SMALL_MAP_PIXELS = 64
 
 
 class _Geometry(nn.Module):
