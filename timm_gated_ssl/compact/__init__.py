@@ -10,9 +10,10 @@
 Both handle timm ResNets (``resnet.py``, ``static.py``) and ViTs (``vit.py``, ``static_vit.py``).
 """
 
+from .batching import BATCH_STRATEGIES
 from .fold import fold_bn, gated_norm
 from .gate import CompactGate
-from .resnet import BATCH_STRATEGIES, CompactBasicBlock, CompactBottleneck
+from .resnet import CompactBasicBlock, CompactBottleneck
 from .runtime import compact
 from .static import StaticExport, channel_usage, export_static, load_static, static_resnet
 from .static_vit import static_vit

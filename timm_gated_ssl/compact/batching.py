@@ -8,17 +8,19 @@ product needs one set of rows for every sample. The strategies (measured in ``do
 * ``"per_sample"``: one batch-1 pass per sample (exact slicing, no zeroing).
 * ``"group"``: one pass per set of samples with identical masks.
 
-The names and the ``BatchStrategy`` type are those of ``compact/resnet.py`` (one list for every
-family); :func:`run_batched` is the strategy loop the ViT block uses.
+One list of strategies for every family; :func:`run_batched` is the strategy loop of the ResNet and
+ViT blocks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 
-from .resnet import BATCH_STRATEGIES, BatchStrategy
+BatchStrategy = Literal["union", "per_sample", "group"]
+BATCH_STRATEGIES: tuple[str, ...] = ("union", "per_sample", "group")
 
 __all__ = ["BATCH_STRATEGIES", "BatchStrategy", "check_strategy", "kept", "run_batched", "zero_off"]
 

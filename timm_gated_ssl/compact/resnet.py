@@ -21,7 +21,6 @@ keeps the result exact. The static export pads its groups the same way.
 from __future__ import annotations
 
 import copy
-from typing import Literal
 
 import torch
 from timm.layers import BlurPool2d
@@ -29,12 +28,10 @@ from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
 from ..gates import BlockGate
+from .batching import BatchStrategy, check_strategy, kept, run_batched
 from .fold import gated_norm
 from .gate import CompactGate
 from .sliced_conv import ColumnSlicedConv, RowSlicedConv, SlicedConv, padded_group_index
-
-BatchStrategy = Literal["union", "per_sample", "group"]
-BATCH_STRATEGIES: tuple[str, ...] = ("union", "per_sample", "group")
 
 
 def _check_aa(aa: nn.Module) -> nn.Module:
@@ -47,13 +44,6 @@ def _check_aa(aa: nn.Module) -> nn.Module:
         agnostic.filt = aa.filt[:1].clone()
         return agnostic
     raise TypeError(f"compact execution cannot slice the anti-aliasing layer {type(aa).__name__}")
-
-
-def _kept(mask: torch.Tensor) -> torch.Tensor:
-    """Indices of the channels any sample keeps (at least one, so shapes stay valid)."""
-    keep = mask.any(dim=0) if mask.shape[0] > 1 else mask[0]
-    idx = keep.nonzero().flatten()
-    return idx
 
 
 def _apply(h: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor, empty: bool) -> torch.Tensor:
@@ -83,13 +73,11 @@ def _nonempty(idx: torch.Tensor) -> tuple[torch.Tensor, bool]:
 
 
 class _CompactBlock(nn.Module):
-    """Shared tail (SE, shortcut, residual add, activation) and batch strategies."""
+    """Shared tail (SE, shortcut, residual add, activation); batches run by ``batching.run_batched``."""
 
     def __init__(self, block: nn.Module, gate: BlockGate, strategy: BatchStrategy) -> None:
         super().__init__()
-        if strategy not in BATCH_STRATEGIES:
-            raise ValueError(f"unknown batch strategy {strategy!r}; valid: {', '.join(BATCH_STRATEGIES)}")
-        self.strategy = strategy
+        self.strategy = check_strategy(strategy)
         self.gate = CompactGate(gate)
         self.se = block.se
         self.downsample = block.downsample
@@ -97,27 +85,9 @@ class _CompactBlock(nn.Module):
     def branch(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
         raise NotImplementedError
 
-    def _branch_batched(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        if x.shape[0] == 1 or self.strategy == "union":
-            return self.branch(x, masks)
-        if self.strategy == "per_sample":
-            return torch.cat([self.branch(x[i : i + 1], tuple(m[i : i + 1] for m in masks))
-                              for i in range(x.shape[0])])
-        # group: one pass per distinct mask pattern
-        _, inverse = torch.unique(torch.cat(masks, dim=1), dim=0, return_inverse=True)
-        out: torch.Tensor | None = None
-        for g in range(int(inverse.max()) + 1):
-            rows = (inverse == g).nonzero().flatten()
-            y = self.branch(x.index_select(0, rows), tuple(m.index_select(0, rows) for m in masks))
-            if out is None:
-                out = y.new_empty((x.shape[0],) + y.shape[1:])
-            out.index_copy_(0, rows, y)
-        assert out is not None
-        return out
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         masks = self.gate(x)
-        y = self._branch_batched(x, masks)
+        y = run_batched(self.branch, x, masks, self.strategy)
         if self.se is not None:
             y = self.se(y)
         shortcut = self.downsample(x) if self.downsample is not None else x
@@ -135,7 +105,7 @@ class CompactBasicBlock(_CompactBlock):
 
     def branch(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
         (m1,) = masks
-        idx, empty = _nonempty(_kept(m1))
+        idx, empty = _nonempty(kept(m1))
         h = self.aa(_apply(self.act1(self.conv1(x, idx)), m1, idx, empty))
         return self.conv2(h, idx)
 
@@ -157,8 +127,8 @@ class CompactBottleneck(_CompactBlock):
     def branch(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
         m1, m2 = masks
         if self.groups == 1:
-            idx1, empty1 = _nonempty(_kept(m1))
-            idx2, empty2 = _nonempty(_kept(m2))
+            idx1, empty1 = _nonempty(kept(m1))
+            idx2, empty2 = _nonempty(kept(m2))
             h = _apply(self.act1(self.conv1(x, idx1)), m1, idx1, empty1)
             h = self.act2(self.conv2(h, idx2, idx1))
             return self.conv3(self.aa(_apply(h, m2, idx2, empty2)), idx2)
@@ -176,3 +146,6 @@ def compact_resnet_block(block: nn.Module, gate: BlockGate, strategy: BatchStrat
     if isinstance(block, Bottleneck):
         return CompactBottleneck(block, gate, strategy)
     return None
+
+
+__all__ = ["CompactBasicBlock", "CompactBottleneck", "compact_resnet_block"]

@@ -10,7 +10,8 @@ from torch import nn
 from ..attach import detach_gates, iter_gates, require_gates
 from ..errors import UnsupportedModelError
 from ..gates import BlockGate
-from .resnet import BATCH_STRATEGIES, BatchStrategy, compact_resnet_block
+from .batching import BATCH_STRATEGIES, BatchStrategy
+from .resnet import compact_resnet_block
 from .vit import compact_vit_block
 
 #: Builders tried in order; each returns a compact block or None when the block is not its family.
