@@ -219,11 +219,15 @@ def main() -> None:
                         help="the checkpoint's held-out images: a dataset preset (fashion_mnist) or a .pt tensor")
     parser.add_argument("--image_size", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile at batch 1")
+    parser.add_argument("--repeats", type=int, nargs=2, default=None, metavar=("BATCH1", "BATCHN"),
+                        help="override the preset's interleaved repeats at batch 1 and at the big batch")
     parser.add_argument("--output", default="benchmarks/out/latency.json")
     args = parser.parse_args()
     if args.checkpoint and not args.images:
         parser.error("--checkpoint needs --images (a dataset preset such as fashion_mnist, or a .pt tensor)")
-    preset = PRESETS[args.preset]
+    preset = dict(PRESETS[args.preset])
+    if args.repeats:
+        preset["repeats1"], preset["repeatsN"] = args.repeats
     torch.set_num_threads(args.threads)
     results: list[dict[str, Any]] = []
 
