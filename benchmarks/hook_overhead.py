@@ -19,9 +19,9 @@ import platform
 
 import timm
 import torch
+from _timing import interleaved_ratios, write_json
 
 import timm_gated_ssl
-from _timing import interleaved_ratios, write_json
 
 PRESETS = {
     "small": {"cases": [(1, 224, 20), (64, 224, 3)], "threads": 2},
@@ -47,10 +47,10 @@ def main() -> None:
     for batch, size, repeats in preset["cases"]:
         x = torch.randn(batch, 3, size, size)
         res = interleaved_ratios(
-            lambda: plain(x), {"dense": lambda: gated(x)}, repeats=repeats
+            lambda x=x: plain(x), {"dense": lambda x=x: gated(x)}, repeats=repeats
         )
         res_gated = interleaved_ratios(
-            lambda: gated(x), {"gated": lambda: gated_mode(x)}, repeats=repeats
+            lambda x=x: gated(x), {"gated": lambda x=x: gated_mode(x)}, repeats=repeats
         )
         rows.append({
             "batch": batch, "image_size": size, "repeats": repeats,

@@ -55,13 +55,15 @@ def train(names: list[str], out: Path, *, jobs: int) -> None:
                    "--mixed_precision", "bf16", "--num_machines", "1", "--dynamo_backend", "no",
                    str(ROOT / "recipes" / "pretrain.py"), "--output_dir", str(out / name), "--overwrite",
                    "--channels_last", *COMMON, *RUNS[name]]
-            log = open(out / f"{name}.log", "w")
+            log = open(out / f"{name}.log", "w")  # noqa: SIM115  (closed when the run exits)
             print(f"[{time.strftime('%H:%M:%S')}] start {name}: {' '.join(cmd[2:])}", flush=True)
-            running.append((name, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)))
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+            running.append((name, proc, log))
         time.sleep(10)
-        for name, proc in list(running):
+        for name, proc, log in list(running):
             if proc.poll() is not None:
-                running.remove((name, proc))
+                running.remove((name, proc, log))
+                log.close()
                 print(f"[{time.strftime('%H:%M:%S')}] {name} exited {proc.returncode}", flush=True)
 
 
@@ -78,7 +80,7 @@ def evaluate(names: list[str], out: Path) -> dict[str, dict]:
     from timm_gated_ssl.eval.checkpoint import evaluate_checkpoint
 
     torch.set_num_threads(os.cpu_count() or 2)
-    kw = dict(dataset="fashion_mnist", image_size=28, max_train=10000, progress=False)
+    kw = {"dataset": "fashion_mnist", "image_size": 28, "max_train": 10000, "progress": False}
     results = {}
     floor = timm.create_model("resnet18_cifar", num_classes=0)
     results["random_init"] = evaluate_checkpoint(floor, output_dir=out / "eval_random_init",

@@ -25,17 +25,17 @@ from pathlib import Path
 
 import timm
 import torch
+from _timing import interleaved_ratios, write_json
 
 import timm_gated_ssl  # noqa: F401
-from _timing import interleaved_ratios, write_json
 from timm_gated_ssl.budget import BudgetLoss
 from timm_gated_ssl.recipe import DualSSLModel
 from timm_gated_ssl.ssl import build_ssl_objective
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {
-    "small": dict(batch=32, size=32, repeats=5, recipe_steps=12, threads=2),
-    "full": dict(batch=256, size=32, repeats=20, recipe_steps=100, threads=16),
+    "small": {"batch": 32, "size": 32, "repeats": 5, "recipe_steps": 12, "threads": 2},
+    "full": {"batch": 256, "size": 32, "repeats": 20, "recipe_steps": 100, "threads": 16},
 }
 
 
