@@ -12,7 +12,6 @@ optimizer, ``prepare``, loop, export.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -26,7 +25,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from tqdm.auto import tqdm
 
-import timm_gated_ssl  # noqa: F401  (registers the gated models)
+import timm_gated_ssl
 from timm_gated_ssl import gate_mode, has_gates
 from timm_gated_ssl.budget import BudgetLoss, gated_param_groups
 from timm_gated_ssl.compute import count_macs
@@ -73,8 +72,8 @@ def knn_monitor(
     gated = has_gates(backbone)
     results = {}
     for mode in ["dense", "gated"] if gated else ["dense"]:
-        kw = dict(accelerator=accelerator, progress=False, mode=mode if gated else None,
-                  mode_context=gate_mode if gated else None)
+        kw = {"accelerator": accelerator, "progress": False, "mode": mode if gated else None,
+                  "mode_context": gate_mode if gated else None}
         bank = extract_features(backbone, monitor.bank, desc=f"bank/{mode}", **kw)
         query = extract_features(backbone, monitor.query, desc=f"query/{mode}", **kw)
         results[f"knn_{mode}"] = knn_accuracy(bank, query, k=config.knn_k, temperature=config.knn_temperature,

@@ -25,6 +25,10 @@ from .attach import (
     iter_gates,
     set_gate_mode,
 )
+from .budget import BoundLoss, BudgetLoss, ComputeLoss, gated_param_groups
+from .calibration import calibrate_budget, calibrated_budgets, set_budget
+from .compact import compact, export_static, load_static
+from .compute import MacCount, count_macs, gated_macs
 from .errors import (
     GatesAlreadyAttachedError,
     GatingError,
@@ -33,21 +37,44 @@ from .errors import (
     UncalibratedBudgetError,
     UnsupportedModelError,
 )
-from .budget import BoundLoss, BudgetLoss, ComputeLoss, gated_param_groups
-from .calibration import calibrate_budget, calibrated_budgets, set_budget
-from .compact import compact, export_static, load_static
-from .compute import MacCount, count_macs, gated_macs
 from .gates import BlockGate, GateConfig
 from .hub import load_from_hub, push_to_hub
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BoundLoss", "BudgetLoss", "ComputeLoss", "MacCount", "calibrate_budget", "calibrated_budgets",
-    "compact", "count_macs", "export_static", "gated_macs", "gated_param_groups", "load_from_hub",
-    "load_static", "push_to_hub", "set_budget",
-    "BlockGate", "GateConfig", "GatesAlreadyAttachedError", "GatingError", "InvalidBudgetError",
-    "NoGatesError", "UncalibratedBudgetError", "UnsupportedModelError", "attach_gates",
-    "clear_gate_masks", "convert_sync_batchnorm", "detach_gates", "gate_config", "gate_masks", "gate_mode", "get_gate_mode",
-    "has_gates", "iter_gates", "set_gate_mode",
+    "BlockGate",
+    "BoundLoss",
+    "BudgetLoss",
+    "ComputeLoss",
+    "GateConfig",
+    "GatesAlreadyAttachedError",
+    "GatingError",
+    "InvalidBudgetError",
+    "MacCount",
+    "NoGatesError",
+    "UncalibratedBudgetError",
+    "UnsupportedModelError",
+    "attach_gates",
+    "calibrate_budget",
+    "calibrated_budgets",
+    "clear_gate_masks",
+    "compact",
+    "convert_sync_batchnorm",
+    "count_macs",
+    "detach_gates",
+    "export_static",
+    "gate_config",
+    "gate_masks",
+    "gate_mode",
+    "gated_macs",
+    "gated_param_groups",
+    "get_gate_mode",
+    "has_gates",
+    "iter_gates",
+    "load_from_hub",
+    "load_static",
+    "push_to_hub",
+    "set_budget",
+    "set_gate_mode",
 ]

@@ -29,10 +29,9 @@ def _model(name: str = "resnet10t") -> torch.nn.Module:
 def test_context_manager_restores_mode_even_on_error() -> None:
     model = _model()
     assert get_gate_mode(model) == "dense"
-    with pytest.raises(RuntimeError, match="boom"):
-        with gate_mode(model, "gated"):
-            assert get_gate_mode(model) == "gated"
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), gate_mode(model, "gated"):
+        assert get_gate_mode(model) == "gated"
+        raise RuntimeError("boom")
     assert get_gate_mode(model) == "dense"
 
 
@@ -118,9 +117,8 @@ def test_unknown_mode_lists_modes() -> None:
     model = _model()
     with pytest.raises(ValueError, match="dense, gated"):
         set_gate_mode(model, "sparse")
-    with pytest.raises(ValueError, match="'sparse'"):
-        with gate_mode(model, "sparse"):
-            pass
+    with pytest.raises(ValueError, match="'sparse'"), gate_mode(model, "sparse"):
+        pass
 
 
 def test_operations_without_gates() -> None:

@@ -14,7 +14,7 @@ from torch import nn
 import timm_gated_ssl as tgs
 from timm_gated_ssl.attach.vit import SUPPORTED
 
-SMALL = dict(img_size=32, patch_size=8, depth=2, embed_dim=64, num_heads=4)
+SMALL = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 64, "num_heads": 4}
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "vit_cls_p8": ("vit_tiny_patch16_224", dict(SMALL)),
@@ -231,10 +231,10 @@ def test_gradient_checkpointing_records_masks_once() -> None:
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(block_fn=vt.ResPostBlock), "ResPostBlock"),
-        (dict(block_fn=vt.ParallelScalingBlock), "ParallelScalingBlock"),
-        (dict(scale_attn_norm=True), "scale_norm"),
-        (dict(scale_mlp_norm=True), "hidden norm"),
+        ({"block_fn": vt.ResPostBlock}, "ResPostBlock"),
+        ({"block_fn": vt.ParallelScalingBlock}, "ParallelScalingBlock"),
+        ({"scale_attn_norm": True}, "scale_norm"),
+        ({"scale_mlp_norm": True}, "hidden norm"),
     ],
 )
 def test_unsupported_vit_variants_raise_type_error(kwargs: dict, match: str) -> None:

@@ -16,7 +16,7 @@ import timm_gated_ssl as tgs
 import timm_gated_ssl.compute.vit
 from timm_gated_ssl.compute import cost_table, count_macs, gated_macs
 
-SMALL = dict(img_size=32, patch_size=8, depth=2, embed_dim=64, num_heads=4)
+SMALL = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 64, "num_heads": 4}
 VARIANTS: dict[str, tuple[str, dict]] = {
     "vit_cls_p8_head": ("vit_tiny_patch16_224", dict(SMALL, num_classes=5)),
     "vit_avg_nocls_p4": (

@@ -67,6 +67,13 @@ def test_cifar_stem_padding_option() -> None:
         timm.create_model("gated_resnet18_cifar", cifar_stem_padding=3)
 
 
+def test_cifar_stem_rejects_deep_stems() -> None:
+    from timm_gated_ssl.models.cifar_stem import apply_cifar_stem
+
+    with pytest.raises(TypeError, match="Sequential stem"):
+        apply_cifar_stem(timm.create_model("resnet10t"))
+
+
 def test_bad_budget_through_create_model() -> None:
     with pytest.raises(InvalidBudgetError, match="got 1.5"):
         timm.create_model("gated_resnet18", budget=1.5)

@@ -25,7 +25,7 @@ GATED = {
     "gated_vit_base_patch16_224": (768, 12, 224),
     "gated_vit_tiny_patch4_32": (192, 3, 32),
 }
-TINY = dict(depth=2)
+TINY = {"depth": 2}
 
 
 def test_registry_lists_models() -> None:

@@ -12,10 +12,9 @@ import timm
 import torch
 
 import timm_gated_ssl
+from tests.recipe.conftest import run, weights
 from timm_gated_ssl.recipe import DualSSLModel, NonFiniteLossError, OutputDirNotEmptyError
 from timm_gated_ssl.recipe.outputs import list_checkpoints, resolve_checkpoint
-
-from tests.recipe.conftest import run, weights
 
 
 @pytest.mark.parametrize("method", ["vicreg", "simsiam", "simclr", "byol"])

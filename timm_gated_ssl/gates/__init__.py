@@ -5,4 +5,4 @@ from .config import GATE_MODES, GateConfig
 from .estimator import DEFAULT_TAU, straight_through_gate
 from .network import GateNetwork
 
-__all__ = ["BlockGate", "MaskPoint", "GATE_MODES", "GateConfig", "DEFAULT_TAU", "GateNetwork", "straight_through_gate"]
+__all__ = ["DEFAULT_TAU", "GATE_MODES", "BlockGate", "GateConfig", "GateNetwork", "MaskPoint", "straight_through_gate"]

@@ -17,8 +17,8 @@ In dense mode every hook returns immediately and the gate network never runs.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch

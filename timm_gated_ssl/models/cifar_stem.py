@@ -21,11 +21,18 @@ def apply_cifar_stem(model: ResNet, *, padding: int = 1) -> ResNet:
 
     Returns:
         ``model``, with ``feature_info`` reductions updated (the stem no longer downsamples).
+
+    Raises:
+        ValueError: ``padding`` is not 1 or 2.
+        TypeError: the model has a deep (multi-conv) stem.
     """
     if padding not in CIFAR_STEM_PADDINGS:
         raise ValueError(f"cifar_stem_padding must be one of {CIFAR_STEM_PADDINGS}, got {padding!r}")
     if not isinstance(model.conv1, nn.Conv2d):
-        raise ValueError("the CIFAR stem replaces a single-conv stem; deep stems are not supported")
+        raise TypeError(
+            f"the CIFAR stem replaces a single-conv stem, got a {type(model.conv1).__name__} stem "
+            "(deep stems such as resnet18d are not supported)"
+        )
     old = model.conv1
     model.conv1 = nn.Conv2d(
         old.in_channels, old.out_channels, kernel_size=3, stride=1, padding=padding, bias=False

@@ -90,9 +90,9 @@ def _cifar_cfg(**kwargs: Any) -> dict[str, Any]:
 
 
 _ARCHS = {
-    "resnet18": dict(block=BasicBlock, layers=(2, 2, 2, 2)),
-    "resnet34": dict(block=BasicBlock, layers=(3, 4, 6, 3)),
-    "resnet50": dict(block=Bottleneck, layers=(3, 4, 6, 3)),
+    "resnet18": {"block": BasicBlock, "layers": (2, 2, 2, 2)},
+    "resnet34": {"block": BasicBlock, "layers": (3, 4, 6, 3)},
+    "resnet50": {"block": Bottleneck, "layers": (3, 4, 6, 3)},
 }
 
 default_cfgs = generate_default_cfgs({
