@@ -24,7 +24,7 @@ from accelerate import Accelerator
 
 from timm_gated_ssl.errors import GatingError
 from timm_gated_ssl.eval import evaluate_checkpoint
-from timm_gated_ssl.eval.checkpoint import channel_usage_markdown
+from timm_gated_ssl.eval.outputs import channel_usage_markdown
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

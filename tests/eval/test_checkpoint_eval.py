@@ -18,8 +18,7 @@ from timm_gated_ssl.calibration import calibrated_budgets, set_budget
 from timm_gated_ssl.compute import count_macs
 from timm_gated_ssl.data import EvalDataset, build_eval_transform, load_image_dataset
 from timm_gated_ssl.errors import InvalidBudgetError, NoGatesError
-from timm_gated_ssl.eval import EvaluationResult, evaluate_checkpoint
-from timm_gated_ssl.eval import checkpoint as checkpoint_module
+from timm_gated_ssl.eval import EvaluationResult, evaluate_checkpoint, protocol_data
 from timm_gated_ssl.hub.errors import CheckpointError, UnknownArchitectureError
 
 WIDTHS = [8, 16, 32, 64]
@@ -211,7 +210,7 @@ def test_split_without_labels(
             info, dataset=info.dataset.remove_columns("label"), label_column=None, num_classes=None
         )
 
-    monkeypatch.setattr(checkpoint_module, "load_image_dataset", unlabelled)
+    monkeypatch.setattr(protocol_data, "load_image_dataset", unlabelled)
     with pytest.raises(
         ValueError, match=r"train split 'train' of 'digits' has no labels.*train_split="
     ):

@@ -8,7 +8,7 @@ encoder between its dense and gated modes is the caller's business (``mode``/``m
 """
 
 from timm_gated_ssl.eval.channel_usage import ChannelUsage, channel_usage_from_masks
-from timm_gated_ssl.eval.checkpoint import evaluate_checkpoint, load_checkpoint, write_outputs
+from timm_gated_ssl.eval.checkpoint import evaluate_checkpoint
 from timm_gated_ssl.eval.evaluate import evaluate_features
 from timm_gated_ssl.eval.features import MISSING_LABEL, Features, extract_features
 from timm_gated_ssl.eval.knn import knn_accuracy, knn_predict
@@ -18,6 +18,8 @@ from timm_gated_ssl.eval.linear_probe import (
     linear_probe,
     linear_probe_repeated,
 )
+from timm_gated_ssl.eval.loading import load_checkpoint
+from timm_gated_ssl.eval.outputs import write_outputs
 from timm_gated_ssl.eval.plots import TradeoffPoint, plot_channel_usage, plot_tradeoff
 from timm_gated_ssl.eval.report import SCHEMA_VERSION, EvaluationResult, ModeEvaluation
 

@@ -13,226 +13,44 @@ Example:
     ...     output_dir="runs/cifar10_vicreg_dual_td03/eval",
     ... )
     >>> print(result.to_markdown())  # doctest: +SKIP
+
+Loading the checkpoint is ``loading.py``, the protocol's splits ``protocol_data.py`` and the files
+written ``outputs.py``; this module extracts features per mode and budget and scores them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import timm
 import torch
-import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ..attach import gate_config, gate_masks, gate_mode, has_gates, iter_gates
 from ..calibration import budget_key, calibrate_budget, calibrated_budgets
 from ..compute import CostTable, cost_table
-from ..data import EvalDataset, ImageDataset, build_eval_transform, load_image_dataset
+from ..data import EvalDataset, ImageDataset, build_eval_transform
 from ..errors import NoGatesError, check_budget
-from ..hub.errors import CheckpointError
-from ..hub.load import check_architecture
 from .channel_usage import ChannelUsage, channel_usage_from_masks
 from .features import extract_features
 from .knn import knn_accuracy
 from .linear_probe import linear_probe_repeated
-from .plots import plot_channel_usage, plot_tradeoff
+from .loading import load_run
+from .outputs import export_calibrated, write_outputs
+from .protocol_data import prepare_data
 from .report import EvaluationResult, ModeEvaluation
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-__all__ = [
-    "WEIGHT_FILES",
-    "channel_usage_markdown",
-    "evaluate_checkpoint",
-    "export_calibrated",
-    "load_checkpoint",
-    "write_outputs",
-]
-
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-"""Weight files a timm checkpoint directory may hold (``save_for_hf`` writes the first)."""
+__all__ = ["evaluate_checkpoint"]
 
 KNN_TEMPERATURE = 0.07
 _MAX_CACHED_IMAGES = 100_000  # keep decoded images in memory up to this many (as the recipe)
-
-
-# ----------------------------------------------------------------------------------- loading
-@dataclass(frozen=True)
-class _Loaded:
-    model: nn.Module
-    name: str
-    source: str
-    pretrain_config: dict[str, Any]
-
-
-def load_checkpoint(checkpoint: str | os.PathLike[str] | nn.Module) -> nn.Module:
-    """Load a timm checkpoint directory (``config.json`` + ``model.safetensors``) with clear errors.
-
-    Args:
-        checkpoint: A directory written by ``recipes/pretrain.py`` or ``timm.models.save_for_hf``,
-            an ``"hf-hub:ORG/NAME"`` id, or a model (returned as is).
-
-    Returns:
-        The model, in float32 and eval mode (modules passed in are returned unchanged).
-
-    Raises:
-        CheckpointError: The directory does not exist, lacks ``config.json`` or the weights, or
-            timm cannot load it.
-        UnknownArchitectureError: ``config.json`` names an architecture timm does not know (the
-            message names ``import timm_gated_ssl`` and the gated models it registers).
-    """
-    return _load(checkpoint).model
-
-
-def _load(checkpoint: str | os.PathLike[str] | nn.Module) -> _Loaded:
-    if isinstance(checkpoint, nn.Module):
-        cfg = getattr(checkpoint, "pretrained_cfg", None) or {}
-        name = cfg.get("architecture") or type(checkpoint).__name__
-        return _Loaded(checkpoint, str(name), "<module>", {})
-    if not isinstance(checkpoint, (str, os.PathLike)):
-        raise TypeError(
-            f"checkpoint must be a directory, an 'hf-hub:' id or an nn.Module, got "
-            f"{type(checkpoint).__name__}"
-        )
-    text = os.fspath(checkpoint)
-    if text.startswith("hf-hub:"):
-        from ..hub.load import load_from_hub
-
-        model = load_from_hub(text).float().eval()
-        return _Loaded(model, text[len("hf-hub:") :], text, {})
-    path = Path(text)
-    if not path.is_dir():
-        raise CheckpointError(
-            f"checkpoint {path} is not a directory; pass the output_dir of recipes/pretrain.py or a "
-            "folder written by timm.models.save_for_hf (config.json + model.safetensors)"
-        )
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise CheckpointError(
-            f"no config.json in {path}: not a timm checkpoint directory (recipes/pretrain.py writes "
-            "config.json + model.safetensors when training ends; a folder under checkpoints/ is an "
-            "Accelerate training state, not an export)"
-        )
-    if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise CheckpointError(
-            f"no weights in {path}: expected one of {', '.join(WEIGHT_FILES)} next to config.json "
-            "(was the export interrupted?)"
-        )
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read {config_path}: {err}") from None
-    architecture = config.get("architecture") if isinstance(config, dict) else None
-    if not isinstance(architecture, str) or not architecture:
-        raise CheckpointError(f"{config_path} has no 'architecture' entry; not a timm config")
-    check_architecture(architecture, source=str(config_path))
-    try:
-        model = timm.create_model(f"local-dir:{path}", pretrained=True)
-    except (RuntimeError, ValueError, KeyError, OSError) as err:
-        raise CheckpointError(f"timm cannot load {path} ({architecture}): {err}") from None
-    pretrain_config: dict[str, Any] = {}
-    if (path / "config.yaml").is_file():
-        try:
-            loaded = yaml.safe_load((path / "config.yaml").read_text())
-        except (OSError, yaml.YAMLError):
-            loaded = None
-        pretrain_config = loaded if isinstance(loaded, dict) else {}
-    return _Loaded(model.float().eval(), architecture, str(path), pretrain_config)
-
-
-# ------------------------------------------------------------------------------------- data
-def _labelled(info: ImageDataset, role: str, argument: str) -> ImageDataset:
-    if info.label_column is None or not info.num_classes:
-        raise ValueError(
-            f"the {role} split {info.split!r} of {info.name!r} has no labels (columns: "
-            f"{list(info.dataset.column_names)}); k-NN and the linear probe need labelled data: pass "
-            f"{argument}= a labelled split (for STL-10: 'train' / 'test', not 'unlabeled')"
-        )
-    return info
-
-
-def _subset(info: ImageDataset, indices: Sequence[int]) -> ImageDataset:
-    from dataclasses import replace
-
-    return replace(info, dataset=info.dataset.select(sorted(indices)))
-
-
-@dataclass(frozen=True)
-class _Data:
-    train: ImageDataset
-    test: ImageDataset
-    calibration: ImageDataset | None
-    calibration_source: str | None
-    num_classes: int
-    image_size: int
-
-
-def _prepare_data(
-    *,
-    dataset: str,
-    train_split: str,
-    test_split: str,
-    calibration_split: str | None,
-    calibration_size: int | None,
-    need_calibration: bool,
-    image_size: int | None,
-    data_dir: str | os.PathLike[str] | None,
-    hub_id: str | None,
-    max_train: int | None,
-    seed: int,
-) -> _Data:
-    if max_train is not None and (isinstance(max_train, bool) or max_train < 1):
-        raise ValueError(f"max_train must be None or an integer >= 1, got {max_train!r}")
-    if calibration_size is not None and calibration_size < 1:
-        raise ValueError(f"calibration_size must be None or >= 1, got {calibration_size!r}")
-    if calibration_split is not None and calibration_split == test_split:
-        raise ValueError(
-            f"calibration_split={calibration_split!r} is the test split: calibrating the budgets on "
-            "the images they are evaluated on would leak; leave it None (a held-out slice of "
-            "train_split) or name another split"
-        )
-    kwargs: dict[str, Any] = {"image_size": image_size, "data_dir": data_dir, "hub_id": hub_id}
-    train = _labelled(
-        load_image_dataset(dataset, split=train_split, **kwargs), "train", "train_split"
-    )
-    test = _labelled(load_image_dataset(dataset, split=test_split, **kwargs), "test", "test_split")
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(train), generator=generator).tolist()
-    calibration = source = None
-    held_out = 0
-    if need_calibration and calibration_split is None:
-        held_out = calibration_size or min(2048, max(1, len(train) // 10))
-        if held_out >= len(train):
-            raise ValueError(
-                f"calibration_size={held_out} leaves no training images of the {len(train)} in "
-                f"{train_split!r}"
-            )
-        calibration = _subset(train, order[len(order) - held_out :])
-        source = f"{train_split} (held out: {held_out} images, not in the probe/k-NN bank)"
-    elif need_calibration:
-        info = load_image_dataset(dataset, split=calibration_split, **kwargs)
-        if calibration_size is not None and calibration_size < len(info):
-            pick = torch.randperm(len(info), generator=torch.Generator().manual_seed(seed))
-            info = _subset(info, pick[:calibration_size].tolist())
-        calibration, source = info, calibration_split
-    pool = order[: len(order) - held_out]
-    bank = pool if max_train is None else pool[:max_train]
-    return _Data(
-        train=_subset(train, bank) if len(bank) < len(train) else train,
-        test=test,
-        calibration=calibration,
-        calibration_source=source,
-        num_classes=max(int(train.num_classes or 0), int(test.num_classes or 0)),
-        image_size=train.image_size,
-    )
 
 
 # ------------------------------------------------------------------------------- extraction
@@ -490,7 +308,7 @@ def evaluate_checkpoint(
         raise ValueError(f"knn_k must be an integer >= 1, got {knn_k!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    loaded = _load(checkpoint)
+    loaded = load_run(checkpoint)
     model = loaded.model
     gated = has_gates(model)
     if budget_list and not gated:
@@ -499,11 +317,11 @@ def evaluate_checkpoint(
             f"{[float(b) for b in budget_list]} cannot be calibrated: evaluate a gated checkpoint "
             "(a gated_* architecture) or drop --budgets (pass an ungated run as the vanilla baseline)"
         )
-    baseline = _load(vanilla) if vanilla is not None else None
+    baseline = load_run(vanilla) if vanilla is not None else None
 
     pretrain = loaded.pretrain_config
     same_data = pretrain.get("dataset") == dataset
-    data = _prepare_data(
+    data = prepare_data(
         dataset=dataset,
         train_split=train_split,
         test_split=test_split,
@@ -691,96 +509,3 @@ def evaluate_checkpoint(
     if accelerator is not None:
         accelerator.wait_for_everyone()
     return evaluation
-
-
-# ------------------------------------------------------------------------------------ files
-def export_calibrated(
-    model: nn.Module, export_dir: str | os.PathLike[str], offsets: dict[float, float]
-) -> Path:
-    """Save ``model`` with ``timm.models.save_for_hf``, its calibration table extended by
-    ``offsets`` (``{budget: gate-logit offset}``); the model's own table is left as it was.
-
-    For models whose constructor takes ``calibrated_budgets`` (every ``gated_*`` model) the table
-    goes to ``config.json``, so ``set_budget(model, b)`` works after loading.
-    """
-    from timm.models import save_for_hf
-
-    saved_table = getattr(model, "calibrated_budgets", None)
-    saved_args = getattr(model, "_model_args", None)
-    table = {**(saved_table or {}), **{budget_key(b): float(o) for b, o in offsets.items()}}
-    table = dict(sorted(table.items(), key=lambda kv: float(kv[0])))
-    model.calibrated_budgets = table
-    if isinstance(saved_args, dict):
-        model._model_args = {**saved_args, "calibrated_budgets": dict(table)}
-    try:
-        out = Path(export_dir)
-        save_for_hf(model, out, safe_serialization=True)
-    finally:
-        model.calibrated_budgets = saved_table
-        if isinstance(saved_args, dict):
-            model._model_args = saved_args
-    return out
-
-
-def channel_usage_markdown(result: EvaluationResult) -> str:
-    """A Markdown table of the channel usage of the uncalibrated gated entry (empty if none)."""
-    entry = _usage_entry(result)
-    if entry is None or not entry.channel_usage:
-        return ""
-    lines = [
-        f"Gated channel usage on the {result.split} split (t_d={entry.budget:g}, checkpoint threshold)",
-        "",
-        "| block | channels | always off | always on | data-dependent |",
-        "|---|---|---|---|---|",
-    ]
-    for u in entry.channel_usage:
-        lines.append(f"| {u.block} | {u.channels} | {u.always_off} | {u.always_on} | {u.dynamic} |")
-    return "\n".join(lines) + "\n"
-
-
-def _usage_entry(result: EvaluationResult) -> ModeEvaluation | None:
-    gated = [e for e in result.entries if e.mode == "gated" and e.channel_usage]
-    own = [e for e in gated if not e.calibrated]
-    return (own or gated or [None])[0]
-
-
-def write_outputs(result: EvaluationResult, output_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write ``results.json``, ``results.md``, ``tradeoff.png`` and ``channel_usage.png``.
-
-    Returns:
-        File role -> path written.
-    """
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    _write_text(out / "results.json", json.dumps(result.to_dict(), indent=2) + "\n")
-    written["json"] = out / "results.json"
-    usage_md = channel_usage_markdown(result)
-    _write_text(out / "results.md", result.to_markdown() + ("\n" + usage_md if usage_md else ""))
-    written["markdown"] = out / "results.md"
-    metric = "linear_top1"
-    points = result.tradeoff_points(metric=metric)
-    if not points:
-        metric = "knn_top1"
-        points = result.tradeoff_points(metric=metric)
-    if points:
-        written["tradeoff"] = plot_tradeoff(
-            points,
-            path=out / "tradeoff.png",
-            title=f"{result.model_name} on {result.dataset} ({result.split})",
-            ylabel="linear-probe top-1 (%)" if metric == "linear_top1" else "k-NN top-1 (%)",
-        )
-    entry = _usage_entry(result)
-    if entry is not None and entry.channel_usage:
-        written["channel_usage"] = plot_channel_usage(
-            entry.channel_usage,
-            path=out / "channel_usage.png",
-            title=f"Gated channel usage, t_d={entry.budget:g} ({result.split} split)",
-        )
-    return written
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
