@@ -82,3 +82,40 @@ def test_accuracy_report_and_errors() -> None:
         export_static(model, [images], min_firing_rate=1.5)
     with pytest.raises(ValueError, match="no images"):
         export_static(model, [])
+
+
+def test_accuracy_of_a_headless_encoder_is_knn() -> None:
+    """An encoder (num_classes=0) outputs features: the export scores them by two-fold k-NN."""
+    import timm
+    import torch.nn.functional as F
+
+    from tests.helpers import randomize_norms
+    from timm_gated_ssl.compact.static_common import accuracy
+
+    from .common import randomize_gates
+
+    model = timm.create_model("gated_resnet18_cifar", num_classes=0, budget=0.5)
+    randomize_gates(randomize_norms(model))
+    model.eval()
+    size = 16
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(12, 3, size, size, generator=gen)
+    labels = torch.arange(12) % 3
+    with torch.no_grad(), gate_mode(model, "gated"):
+        feats = F.normalize(model(images), dim=-1)
+    # by hand: each query's neighbours are the other half, weighted exp(sim / 0.07), k = 6 (the half)
+    correct = 0
+    for q in range(12):
+        bank = [i for i in range(12) if i % 2 != q % 2]
+        votes = torch.zeros(3)
+        for i in bank:
+            votes[labels[i]] += torch.exp(feats[q] @ feats[i] / 0.07)
+        correct += int(votes.argmax() == labels[q])
+    with gate_mode(model, "gated"):
+        got = accuracy(model, [(images[:5], labels[:5]), (images[5:], labels[5:])], torch.device("cpu"))
+    assert got == pytest.approx(100.0 * correct / 12)
+    result = export_static(model, [images], eval_loader=[(images, labels)])
+    assert result.accuracy_gated == pytest.approx(got)
+    assert result.accuracy_static is not None and 0.0 <= result.accuracy_static <= 100.0
+    with pytest.raises(ValueError, match="at least 4"):
+        accuracy(model, [(images[:3], labels[:3])], torch.device("cpu"))

@@ -216,7 +216,8 @@ def export_static(
             calibration images (0 keeps every channel that fired at least once).
         max_batches: Use at most this many calibration batches.
         eval_loader: Optional labelled ``(images, labels)`` data to report the top-1 of the gated
-            source and of the static model.
+            source and of the static model (a classifier's; for a headless encoder,
+            ``num_classes=0``, a two-fold weighted 20-NN on these images).
         base: The ungated timm architecture to rebuild (default: the source's ``architecture``
             without its ``gated_`` prefix).
         base_kwargs: ``timm.create_model`` kwargs of the base (default: the source's recorded

@@ -206,8 +206,10 @@ class StaticExport:
         dense_macs: MACs per image of the source network in dense mode (same rule).
         gated_macs: Mean MACs per image of the source in gated mode (gates included) on the first
             calibration batch, when the accounting module is available.
-        accuracy_gated: Top-1 of the source in gated mode on ``eval_loader`` (if given).
-        accuracy_static: Top-1 of the static model on ``eval_loader`` (if given).
+        accuracy_gated: Top-1 of the source in gated mode on ``eval_loader`` (if given): the
+            classifier's, or for a headless encoder (``num_classes=0``) a two-fold weighted
+            20-NN on ``eval_loader``'s images (see :func:`accuracy`).
+        accuracy_static: The same for the static model.
     """
 
     model: nn.Module
@@ -261,17 +263,46 @@ def source_macs(model: nn.Module, images: torch.Tensor) -> tuple[int, float | No
     return int(result.dense), gated
 
 
+KNN_K = 20
+"""Neighbours of the k-NN top-1 reported for headless encoders (the paper's monitor)."""
+
+
+def is_headless(model: nn.Module) -> bool:
+    """True for an encoder without a classifier (``num_classes == 0``: its output is features)."""
+    return getattr(model, "num_classes", None) == 0
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, loader: Iterable[Any], device: torch.device) -> float:
-    """Top-1 (percent) of ``model`` on labelled ``(images, labels, ...)`` batches."""
-    correct = total = 0
+    """Top-1 (percent) of ``model`` on labelled ``(images, labels, ...)`` batches.
+
+    A classifier is scored by the argmax of its logits. A headless encoder (``num_classes == 0``,
+    the pretrained encoders of this library) is scored by a weighted k-NN (k = 20, T = 0.07) on its
+    features, two-fold on the given images: the even-numbered ones are the bank for the odd ones
+    and back, and the two accuracies are averaged.
+    """
+    from ..eval.features import Features
+    from ..eval.knn import knn_accuracy
+
+    outputs, targets = [], []
     for images, labels, *_ in loader:
-        pred = model(images.to(device)).argmax(-1)
-        correct += int((pred.cpu() == labels.cpu()).sum())
-        total += labels.numel()
+        outputs.append(model(images.to(device)).float().cpu())
+        targets.append(labels.cpu().long())
+    total = sum(t.numel() for t in targets)
     if total == 0:
         raise ValueError("eval_loader yielded no labelled images")
-    return 100.0 * correct / total
+    out, labels = torch.cat(outputs), torch.cat(targets)
+    if not is_headless(model):
+        return 100.0 * int((out.argmax(-1) == labels).sum()) / total
+    if total < 4:
+        raise ValueError(f"the k-NN accuracy of an encoder needs at least 4 labelled images, got {total}")
+    halves = [Features(out[i::2].contiguous(), labels[i::2].contiguous()) for i in (0, 1)]
+    num_classes = int(labels.max()) + 1
+    scores = [
+        knn_accuracy(bank, query, k=min(KNN_K, len(bank)), num_classes=num_classes)
+        for bank, query in ((halves[0], halves[1]), (halves[1], halves[0]))
+    ]
+    return (scores[0] * len(halves[1]) + scores[1] * len(halves[0])) / total
 
 
 def finish_export(
