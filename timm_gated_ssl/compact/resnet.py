@@ -85,13 +85,17 @@ class _CompactBlock(nn.Module):
     def branch(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
         raise NotImplementedError
 
+    def _act(self, module: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        """``module(h)``, as an in-place ``relu_`` for a ReLU (fewer dispatches at batch 1)."""
+        return torch.relu_(h) if type(module) is nn.ReLU else module(h)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         masks = self.gate(x)
         y = run_batched(self.branch, x, masks, self.strategy)
         if self.se is not None:
             y = self.se(y)
         shortcut = self.downsample(x) if self.downsample is not None else x
-        return self.act_out(y + shortcut)
+        return self._act(self.act_out, y.add_(shortcut))
 
 
 class CompactBasicBlock(_CompactBlock):
@@ -101,12 +105,15 @@ class CompactBasicBlock(_CompactBlock):
         super().__init__(block, gate, strategy)
         self.conv1 = RowSlicedConv(block.conv1, gated_norm(block, gate, "bn1"))
         self.conv2 = ColumnSlicedConv(block.conv2, gated_norm(block, gate, "bn2"))
-        self.act1, self.aa, self.act_out = block.act1, _check_aa(block.aa), block.act2
+        self.act1, self.act_out = block.act1, block.act2
+        self.aa = None if isinstance(block.aa, nn.Identity) else _check_aa(block.aa)
 
     def branch(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
         (m1,) = masks
         idx, empty = _nonempty(kept(m1))
-        h = self.aa(_apply(self.act1(self.conv1(x, idx)), m1, idx, empty))
+        h = _apply(self._act(self.act1, self.conv1(x, idx)), m1, idx, empty)
+        if self.aa is not None:
+            h = self.aa(h)
         return self.conv2(h, idx)
 
 
@@ -122,21 +129,23 @@ class CompactBottleneck(_CompactBlock):
         self.conv3 = ColumnSlicedConv(block.conv3, gated_norm(block, gate, "bn3"))
         self.groups = block.conv2.groups
         self.act1, self.act2, self.act_out = block.act1, block.act2, block.act3
-        self.aa = _check_aa(block.aa)
+        self.aa = None if isinstance(block.aa, nn.Identity) else _check_aa(block.aa)
 
     def branch(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
         m1, m2 = masks
         if self.groups == 1:
             idx1, empty1 = _nonempty(kept(m1))
             idx2, empty2 = _nonempty(kept(m2))
-            h = _apply(self.act1(self.conv1(x, idx1)), m1, idx1, empty1)
-            h = self.act2(self.conv2(h, idx2, idx1))
-            return self.conv3(self.aa(_apply(h, m2, idx2, empty2)), idx2)
-        idx1 = padded_group_index(m1.any(dim=0), self.groups)
-        idx2 = padded_group_index(m2.any(dim=0), self.groups)
-        h = _zero_off(self.act1(self.conv1(x, idx1)), m1, idx1)
-        h = self.act2(self.conv2(h, idx2, idx1))
-        return self.conv3(self.aa(_zero_off(h, m2, idx2)), idx2)
+            h = _apply(self._act(self.act1, self.conv1(x, idx1)), m1, idx1, empty1)
+            h = _apply(self._act(self.act2, self.conv2(h, idx2, idx1)), m2, idx2, empty2)
+        else:
+            idx1 = padded_group_index(m1.any(dim=0), self.groups)
+            idx2 = padded_group_index(m2.any(dim=0), self.groups)
+            h = _zero_off(self._act(self.act1, self.conv1(x, idx1)), m1, idx1)
+            h = _zero_off(self._act(self.act2, self.conv2(h, idx2, idx1)), m2, idx2)
+        if self.aa is not None:
+            h = self.aa(h)
+        return self.conv3(h, idx2)
 
 
 def compact_resnet_block(block: nn.Module, gate: BlockGate, strategy: BatchStrategy) -> nn.Module | None:

@@ -90,9 +90,13 @@ class ColumnSlicedConv(_Geometry):
                 patches = h.flatten(2)
             else:
                 patches = F.unfold(h, self.kernel_size, self.dilation, self.padding, self.stride)
-            # (B, L, k*kh*kw) @ (k*kh*kw, C_out): the gathered rows are read in place
-            out = torch.matmul(patches.transpose(1, 2), w.view(-1, self.out_channels))
-            out = out.add_(self.bias).transpose(1, 2)
+            # bias + (B, L, k*kh*kw) @ (k*kh*kw, C_out): the gathered rows are read in place
+            w = w.view(-1, self.out_channels)
+            if h.shape[0] == 1:
+                out = torch.addmm(self.bias, patches[0].t(), w).t()[None]
+            else:
+                out = torch.baddbmm(self.bias, patches.transpose(1, 2), w.expand(h.shape[0], -1, -1))
+                out = out.transpose(1, 2)
             return out.reshape(h.shape[0], self.out_channels, out_h, out_w)
         return self.conv(h, w.permute(3, 0, 1, 2), self.bias)
 
