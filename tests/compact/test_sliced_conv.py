@@ -36,8 +36,8 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> None:
     assert float((a - b).abs().max()) <= 1e-5 * float(b.abs().max().clamp_min(1.0))
 
 
-# map sizes below, at and above the small-map threshold, a strided conv and a dilated one
-CASES = [(3, 1, 1, 4), (3, 1, 1, 16), (3, 1, 1, 20), (3, 2, 1, 24), (3, 1, 2, 12), (1, 1, 1, 20)]
+# map sizes below, at and above the small-map threshold, a strided conv, a dilated one, 1x1 convs
+CASES = [(3, 1, 1, 4), (3, 1, 1, 16), (3, 1, 1, 20), (3, 2, 1, 24), (3, 1, 2, 12), (1, 1, 1, 20), (1, 1, 1, 4)]
 
 
 @pytest.mark.parametrize("kernel,stride,dilation,size", CASES)

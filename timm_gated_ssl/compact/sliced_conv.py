@@ -10,9 +10,9 @@ batch 1, where small feature maps make a conv read its weights once and do littl
 * :class:`ColumnSlicedConv` keeps some *input* channels. Gathering columns of ``(C_out, C_in, kh,
   kw)`` is a strided copy several times slower than the conv it feeds, so the weight is stored
   input-major, ``(C_in, kh, kw, C_out)``, and the kept inputs are again contiguous rows. Outputs
-  of at most :data:`SMALL_MAP_PIXELS` pixels over the whole batch (and every 1x1 conv) then run
-  as one matrix product ``unfold(h)^T @ W[kept]`` that reads the gathered rows in place; larger
-  ones run ``F.conv2d`` on a permuted view of them.
+  of at most :data:`SMALL_MAP_PIXELS` pixels over the whole batch then run as one matrix product
+  ``unfold(h)^T @ W[kept]`` that reads the gathered rows in place; larger 1x1 convs as
+  ``W[kept]^T @ h`` (NCHW out), other large ones ``F.conv2d`` on a permuted view of the rows.
 * :class:`SlicedConv` keeps some input *and* output channels (a Bottleneck's 3x3 conv).
 """
 
@@ -85,19 +85,24 @@ class ColumnSlicedConv(_Geometry):
     def forward(self, h: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         w = self.weight_t if cols.numel() == self.weight_t.shape[0] else self.weight_t.index_select(0, cols)
         out_h, out_w = self.out_size(h)
-        if self.pointwise or h.shape[0] * out_h * out_w <= SMALL_MAP_PIXELS:
+        batch, small = h.shape[0], h.shape[0] * out_h * out_w <= SMALL_MAP_PIXELS
+        if small:
             if self.pointwise:
                 patches = h.flatten(2)
             else:
                 patches = F.unfold(h, self.kernel_size, self.dilation, self.padding, self.stride)
-            # bias + (B, L, k*kh*kw) @ (k*kh*kw, C_out): the gathered rows are read in place
+            # bias + (L, k*kh*kw) @ (k*kh*kw, C_out): the gathered rows are read in place, and the
+            # transposed result is small enough to copy
             w = w.view(-1, self.out_channels)
-            if h.shape[0] == 1:
+            if batch == 1:
                 out = torch.addmm(self.bias, patches[0].t(), w).t()[None]
             else:
-                out = torch.baddbmm(self.bias, patches.transpose(1, 2), w.expand(h.shape[0], -1, -1))
+                out = torch.baddbmm(self.bias, patches.transpose(1, 2), w.expand(batch, -1, -1))
                 out = out.transpose(1, 2)
-            return out.reshape(h.shape[0], self.out_channels, out_h, out_w)
+            return out.reshape(batch, self.out_channels, out_h, out_w)
+        if self.pointwise:  # (C_out, k) @ (B, k, L): NCHW directly, no copy of a large output
+            out = torch.matmul(w.view(-1, self.out_channels).t(), h.flatten(2)).add_(self.bias[:, None])
+            return out.view(batch, self.out_channels, out_h, out_w)
         return self.conv(h, w.permute(3, 0, 1, 2), self.bias)
 
 
