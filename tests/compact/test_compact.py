@@ -98,3 +98,23 @@ def test_grouped_conv_runs_narrower_than_full_width() -> None:
     assert len(seen) == 4
     assert all(rows <= full for rows, full in seen)
     assert sum(r for r, _ in seen) < sum(f for _, f in seen)
+
+
+def test_gate_decides_in_float32_under_autocast() -> None:
+    """Under bf16 autocast the gate still decides in float32 (same masks), and the block runs."""
+    from timm_gated_ssl.compact import CompactGate
+
+    model, size = gated_model("resnet18_cifar")
+    fast = compact(model)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, size, size, generator=gen)
+    gate = next(m for m in fast.modules() if isinstance(m, CompactGate))
+    h = torch.randn(2, gate.w1t.shape[0], 8, 8, generator=gen)
+    with torch.no_grad():
+        ref = gate(h)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = gate(h)
+            out = fast(x)
+    assert all(torch.equal(a, b) for a, b in zip(ref, got))
+    assert out.dtype == torch.bfloat16 and bool(out.isfinite().all())
+    assert rel_err(out.float(), fast(x)) < 0.1

@@ -11,6 +11,14 @@ from ..gates import BlockGate
 from .fold import fold_bn
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (True where torch < 2.4 cannot say per device)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:
+        return True
+
+
 class CompactGate(nn.Module):
     """The deterministic (eval) gate of one block: ``m = [logits - offset >= 0]``, per width.
 
@@ -47,7 +55,7 @@ class CompactGate(nn.Module):
         return torch.addmm(self.b2, h, self.w2t)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if torch.is_autocast_enabled(x.device.type):
+        if _autocast_enabled(x.device.type):
             with torch.autocast(device_type=x.device.type, enabled=False):
                 keep = self._logits(x) >= 0
         else:

@@ -35,6 +35,10 @@ from .gate import CompactGate
 __all__ = ["CompactVitBlock", "compact_vit_block"]
 
 
+def _unless_identity(module: nn.Module) -> nn.Module | None:
+    return None if isinstance(module, nn.Identity) else module
+
+
 def _bias(layer: nn.Linear) -> torch.Tensor | None:
     return None if layer.bias is None else layer.bias.detach()
 
@@ -79,9 +83,11 @@ class CompactVitBlock(nn.Module):
         attn, mlp = block.attn, block.mlp
         self.gate = CompactGate(gate)
         self.norm1, self.norm2 = gated_norm(block, gate, "norm1"), gated_norm(block, gate, "norm2")
-        self.q_norm = gated_norm(block, gate, "attn.q_norm")
-        self.k_norm = gated_norm(block, gate, "attn.k_norm")
-        self.ls1, self.ls2, self.act = block.ls1, block.ls2, mlp.act
+        # identities are dropped (None): each module call costs dispatch time at batch 1
+        self.q_norm = _unless_identity(gated_norm(block, gate, "attn.q_norm"))
+        self.k_norm = _unless_identity(gated_norm(block, gate, "attn.k_norm"))
+        self.ls1, self.ls2 = _unless_identity(block.ls1), _unless_identity(block.ls2)
+        self.act = mlp.act
         self.num_heads, self.head_dim, self.scale = attn.num_heads, attn.head_dim, float(attn.scale)
         heads, d, dim = attn.num_heads, attn.head_dim, attn.qkv.in_features
         # head-major layouts, so that the kept heads / units are a gather of contiguous rows
@@ -114,7 +120,10 @@ class CompactVitBlock(nn.Module):
         w = self.qkv_w.index_select(0, idx).reshape(k * 3 * d, dim)
         b = None if self.qkv_b is None else self.qkv_b.index_select(0, idx).reshape(-1)
         q, key, v = F.linear(x, w, b).reshape(batch, tokens, k, 3, d).permute(3, 0, 2, 1, 4).unbind(0)
-        q, key = self.q_norm(q), self.k_norm(key)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
+        if self.k_norm is not None:
+            key = self.k_norm(key)
         h = F.scaled_dot_product_attention(q, key, v, scale=self.scale)
         h = h.transpose(1, 2).reshape(batch, tokens, k * d)
         if self.agate_w is not None:
@@ -147,10 +156,10 @@ class CompactVitBlock(nn.Module):
         heads, units = masks
         a = self.attention(self.norm1(x), heads)
         if a is not None:
-            x = x + self.ls1(a)
+            x = x + (a if self.ls1 is None else self.ls1(a))
         m = self.mlp(self.norm2(x), units)
         if m is not None:
-            x = x + self.ls2(m)
+            x = x + (m if self.ls2 is None else self.ls2(m))
         return x
 
     def forward(
