@@ -62,3 +62,22 @@ def test_load_results_accepts_object_dict_and_json(results_dict: dict, tmp_path:
     assert from_dict == from_file == load_results(from_dict)
     with pytest.raises(ValueError):
         load_results({"dataset": "cifar10"})  # no model_name
+
+
+def test_trained_and_calibrated_entries_at_one_budget_get_distinct_configs() -> None:
+    """A run trained at t_d 0.3 and also calibrated to 0.3 reports two operating points."""
+    from timm_gated_ssl.eval.report import EvaluationResult, ModeEvaluation
+
+    results = EvaluationResult(
+        model_name="gated_resnet18_cifar", dataset="cifar10",
+        entries=(
+            ModeEvaluation(mode="gated", budget=0.3, knn_top1=89.0, mac_fraction=0.34),
+            ModeEvaluation(mode="gated", budget=0.3, knn_top1=88.5, mac_fraction=0.30,
+                           calibrated=True, calibration_mac_fraction=0.30, gate_offset=0.2),
+        ),
+    )
+    card = _reparse(build_model_card(repo_id="org/m", architecture="gated_resnet18_cifar",
+                                     model_args=ARGS, results=results))
+    knn = {r.metric_config: r.metric_value for r in card.data.eval_results
+           if r.metric_name.startswith("k-NN")}
+    assert knn == {"gated-t0.3": 89.0, "gated-calibrated-t0.3": 88.5}

@@ -91,9 +91,16 @@ def load_results(results: ResultsLike) -> EvaluationResult:
 
 
 def _label(entry: ModeEvaluation) -> tuple[str, str]:
-    """``(metric config, readable label)`` of one entry, e.g. ``("gated-t0.3", "gated, t_d=0.3")``."""
+    """``(metric config, readable label)`` of one entry, e.g. ``("gated-t0.3", "gated, t_d=0.3")``.
+
+    A calibrated entry is ``"gated-calibrated-t0.3"``: a run trained at t_d = 0.3 and also
+    calibrated to 0.3 has two different operating points, which must not share one config name.
+    """
     if entry.budget is None:
         return entry.mode, entry.mode
+    if entry.calibrated:
+        return (f"{entry.mode}-calibrated-t{entry.budget:g}",
+                f"{entry.mode}, calibrated to t_d={entry.budget:g}")
     return f"{entry.mode}-t{entry.budget:g}", f"{entry.mode}, t_d={entry.budget:g}"
 
 
