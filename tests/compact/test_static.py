@@ -119,3 +119,10 @@ def test_accuracy_of_a_headless_encoder_is_knn() -> None:
     assert result.accuracy_static is not None and 0.0 <= result.accuracy_static <= 100.0
     with pytest.raises(ValueError, match="at least 4"):
         accuracy(model, [(images[:3], labels[:3])], torch.device("cpu"))
+
+
+def test_export_static_names_the_families_it_supports() -> None:
+    from timm_gated_ssl.errors import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError, match="ResNets and VisionTransformers, got Sequential"):
+        export_static(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), [torch.randn(1, 3, 8, 8)])

@@ -1,4 +1,4 @@
-"""``export_static``: cut the channels the gates never use and return a plain, narrower timm ResNet.
+"""``export_static`` for ResNets: cut the channels the gates never use, return a plain narrower ResNet.
 
 The export measures on calibration data (eval mode, deterministic gates) how often each gated channel
 is on, keeps every channel that fired (or fired in at least ``min_firing_rate`` of the images) and
@@ -16,8 +16,9 @@ Saving and loading: the static model is built by the registered entry point ``st
 those in ``config.json``'s ``model_args`` and ``timm.create_model("local-dir:DIR", pretrained=True)``
 (or :func:`load_static`) rebuilds it, once ``timm_gated_ssl`` is imported.
 
-:func:`export_static` sends ViTs to ``static_vit.py`` (heads and MLP units instead of channels); the
-pieces both families share (usage, selection, the result, reports) are in ``static_common.py``.
+``export.py`` holds the public ``export_static`` that picks the family (ViTs: ``static_vit.py``, heads
+and MLP units instead of channels); the pieces both share (usage, selection, the result, reports)
+are in ``static_common.py``.
 """
 
 from __future__ import annotations
@@ -48,11 +49,10 @@ from .static_common import (
     select_channels,
     source_macs,
 )
-from .static_vit import export_static_vit, is_vit
 
 __all__ = [
-    "GATE_KWARGS", "StaticExport", "channel_usage", "export_static", "load_static", "narrow_resnet",
-    "static_resnet",
+    "GATE_KWARGS", "StaticExport", "channel_usage", "export_static_resnet", "load_static",
+    "narrow_resnet", "static_resnet",
 ]
 
 
@@ -193,7 +193,7 @@ def _cut_block(dst: nn.Module, src: nn.Module, gate: BlockGate, sel: Sequence[Se
     _slice_norm(dst.bn3, gated_norm(src, gate, "bn3"), None)
 
 
-def export_static(
+def export_static_resnet(
     model: nn.Module,
     loader: Iterable[Any],
     *,
@@ -203,38 +203,13 @@ def export_static(
     base: str | None = None,
     base_kwargs: Mapping[str, Any] | None = None,
 ) -> StaticExport:
-    """Export a gated ResNet or ViT as a plain timm model without the channels its gates never use.
-
-    A ViT (``timm.models.vision_transformer.VisionTransformer``) goes to
-    :func:`~timm_gated_ssl.compact.static_vit.export_static_vit`, which keeps heads and MLP units;
-    the options mean the same for both families.
-
-    Args:
-        model: A gated timm ResNet or ViT (``attach_gates`` on a timm model, or a ``gated_*`` model).
-        loader: Calibration data: image batches or ``(images, labels)`` tuples.
-        min_firing_rate: Keep a channel only if it is on for at least this fraction of the
-            calibration images (0 keeps every channel that fired at least once).
-        max_batches: Use at most this many calibration batches.
-        eval_loader: Optional labelled ``(images, labels)`` data to report the top-1 of the gated
-            source and of the static model (a classifier's; for a headless encoder,
-            ``num_classes=0``, a two-fold weighted 20-NN on these images).
-        base: The ungated timm architecture to rebuild (default: the source's ``architecture``
-            without its ``gated_`` prefix).
-        base_kwargs: ``timm.create_model`` kwargs of the base (default: the source's recorded
-            ``create_model`` kwargs minus the gate options).
-
-    Returns:
-        A :class:`StaticExport`; its ``model`` saves with ``timm.models.save_for_hf`` and loads with
-        ``timm.create_model("local-dir:DIR", pretrained=True)``.
+    """The ResNet family of :func:`~timm_gated_ssl.compact.export_static` (same arguments and result).
 
     Raises:
         NoGatesError: ``model`` has no gates.
-        TypeError: a residual block (or ViT block) that is not gated or not supported.
+        TypeError: a residual block that is not a gated timm ``BasicBlock`` / ``Bottleneck``.
         ValueError: ``min_firing_rate`` outside [0, 1], empty loader, or a base that does not match.
     """
-    if is_vit(model):
-        return export_static_vit(model, loader, min_firing_rate=min_firing_rate, max_batches=max_batches,
-                                 eval_loader=eval_loader, base=base, base_kwargs=base_kwargs)
     check_min_firing_rate(min_firing_rate)
     gates = dict(require_gates(model))
     rates, seen = channel_usage(model, loader, max_batches=max_batches)
