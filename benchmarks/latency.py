@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import eval_images
 from _timing import interleaved_ratios, write_json
 
 import timm_gated_ssl  # noqa: F401  (registers the gated models)
@@ -64,23 +65,22 @@ PRESETS: dict[str, dict[str, Any]] = {
 COLUMNS = ["dense", "masked", "compact", "static", "sliced"]
 
 
-def _widths(model: nn.Module, images: torch.Tensor) -> list[list[int]]:
-    """Kept channels per block and gated width (batch-mean, at least 1) of the gated model."""
+def _masks(model: nn.Module, images: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+    """The gated model's masks on ``images``, per block in forward order."""
     with torch.no_grad(), gate_mode(model, "gated"):
         model(images)
-    return [[max(1, round(float(m.float().sum(1).mean()))) for m in masks]
-            for masks in gate_masks(model).values()]
+    return list(gate_masks(model).values())
 
 
-def _union_fraction(model: nn.Module, images: torch.Tensor) -> float:
-    with torch.no_grad(), gate_mode(model, "gated"):
-        model(images)
-    kept = total = 0
-    for masks in gate_masks(model).values():
-        for m in masks:
-            kept += int(m.any(0).sum())
-            total += m.shape[1]
-    return kept / total
+def _widths(masks: list[tuple[torch.Tensor, ...]]) -> list[list[int]]:
+    """Kept channels per block and gated width (batch-mean, at least 1)."""
+    return [[max(1, round(float(m.float().sum(1).mean()))) for m in block] for block in masks]
+
+
+def _union_fraction(masks: list[tuple[torch.Tensor, ...]]) -> float:
+    """Fraction of the gated channels that any image of the batch keeps."""
+    kept = sum(int(m.any(0).sum()) for block in masks for m in block)
+    return kept / sum(m.shape[1] for block in masks for m in block)
 
 
 def _sliced(model: nn.Module, widths: list[list[int]]) -> nn.Module:
@@ -119,15 +119,16 @@ def measure(model: nn.Module, *, label: str, budget: float, calib: torch.Tensor,
     static = export_static(model, [calib])
     xs = [bench[i : i + 1] for i in range(preset["images1"])]
     xN = bench.repeat(-(-big // bench.shape[0]), 1, 1, 1)[:big]
+    masksN = _masks(model, xN)
     result: dict[str, Any] = {
         "model": label, "img_size": int(bench.shape[-1]), "budget": budget,
         "mac_fraction_calib": cal.mac_fraction,
         "mac_fraction_bench1": sum(count_macs(model, x).mean_ratio for x in xs) / len(xs),
         "mac_fraction_benchN": count_macs(model, xN).mean_ratio,
         "static_mac_fraction": static.mac_fraction,
-        "union_width_fraction_batchN": _union_fraction(model, xN), "big_batch": big,
+        "union_width_fraction_batchN": _union_fraction(masksN), "big_batch": big,
     }
-    sliced1 = [_sliced(model, _widths(model, x)) for x in xs]
+    sliced1 = [_sliced(model, _widths(_masks(model, x))) for x in xs]
     variants1: dict[str, Callable[[], Any]] = {
         name: _cycle(m, xs) for name, m in
         {"dense": model, "masked": masked, "compact": fast, "static": static.model}.items()
@@ -136,7 +137,7 @@ def measure(model: nn.Module, *, label: str, budget: float, calib: torch.Tensor,
     result["batch1"] = interleaved_ratios(_cycle(plain, xs), variants1, repeats=preset["repeats1"])
     strategies = {f"compact_{s}": compact(model, batch_strategy=s) for s in ("per_sample", "group")}
     variantsN = {"dense": model, "masked": masked, "compact": fast, **strategies,
-                 "static": static.model, "sliced": _sliced(model, _widths(model, xN))}
+                 "static": static.model, "sliced": _sliced(model, _widths(masksN))}
     result[f"batch{big}"] = interleaved_ratios(
         lambda: plain(xN), {k: (lambda m=m: m(xN)) for k, m in variantsN.items()},
         repeats=preset["repeatsN"], warmup=1,
@@ -168,15 +169,7 @@ def load_images(spec: str, *, size: int | None, count: int) -> torch.Tensor:
     test split through the library's evaluation transform."""
     if spec.endswith(".pt"):
         return torch.load(spec)[:count]
-    from timm_gated_ssl.data import EvalDataset, load_image_dataset
-    from timm_gated_ssl.data.views import build_eval_transform
-
-    ds = load_image_dataset(spec, split="test")
-    size = size or ds.image_size
-    tf = build_eval_transform(image_size=size, mean=ds.mean, std=ds.std)
-    ev = EvalDataset(ds.dataset.select(range(count)), image_column=ds.image_column,
-                     label_column=ds.label_column, transform=tf)
-    return torch.stack([ev[i][0] for i in range(count)])
+    return eval_images(spec, split="test", count=count, size=size)[0]
 
 
 def _print(results: list[dict[str, Any]]) -> None:

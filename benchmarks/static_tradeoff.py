@@ -22,23 +22,16 @@ import timm
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _data import eval_images
 from _timing import write_json
 
 import timm_gated_ssl  # noqa: F401  (registers the gated models)
 from timm_gated_ssl.compact import export_static
-from timm_gated_ssl.data import EvalDataset, load_image_dataset
-from timm_gated_ssl.data.views import build_eval_transform
 
 
 def _batches(dataset: str, split: str, count: int, size: int | None, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    info = load_image_dataset(dataset, split=split)
-    tf = build_eval_transform(image_size=size or info.image_size, mean=info.mean, std=info.std)
-    pick = torch.randperm(len(info), generator=torch.Generator().manual_seed(0))[:count].tolist()
-    ev = EvalDataset(info.dataset.select(pick), image_column=info.image_column,
-                     label_column=info.label_column, transform=tf)
-    items = [ev[i] for i in range(len(ev))]
-    return [(torch.stack([x for x, _ in items[i : i + batch]]), torch.tensor([y for _, y in items[i : i + batch]]))
-            for i in range(0, len(items), batch)]
+    images, labels = eval_images(dataset, split=split, count=count, size=size, seed=0)
+    return [(images[i : i + batch], labels[i : i + batch]) for i in range(0, len(images), batch)]
 
 
 def main() -> None:
