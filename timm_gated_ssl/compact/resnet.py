@@ -46,24 +46,22 @@ def _check_aa(aa: nn.Module) -> nn.Module:
     raise TypeError(f"compact execution cannot slice the anti-aliasing layer {type(aa).__name__}")
 
 
-def _apply(h: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor, empty: bool) -> torch.Tensor:
-    """Zero the samples' off channels among the gathered ones (only needed when they disagree)."""
-    if empty:
-        return h.zero_()
-    if mask.shape[0] == 1:
-        return h
-    sub = mask.index_select(1, idx)
-    if bool(sub.all()):
-        return h
-    return h * sub.to(h.dtype)[:, :, None, None]
-
-
 def _zero_off(h: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """Zero the gathered channels ``idx`` that each sample's mask turns off (padding included)."""
     sub = mask.index_select(1, idx)
     if bool(sub.all()):
         return h
     return h * sub.to(h.dtype)[:, :, None, None]
+
+
+def _apply(h: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor, empty: bool) -> torch.Tensor:
+    """:func:`_zero_off` for the exact kept set ``idx``: nothing to do for one sample (``idx`` is
+    its kept set), all zero when ``idx`` is the stand-in channel of an empty set."""
+    if empty:
+        return h.zero_()
+    if mask.shape[0] == 1:
+        return h
+    return _zero_off(h, mask, idx)
 
 
 def _nonempty(idx: torch.Tensor) -> tuple[torch.Tensor, bool]:
