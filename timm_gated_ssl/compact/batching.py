@@ -34,7 +34,7 @@ def check_strategy(strategy: str) -> BatchStrategy:
         ValueError: naming the bad value and the valid ones.
     """
     if strategy not in BATCH_STRATEGIES:
-        raise ValueError(f"unknown batch strategy {strategy!r}; valid: {', '.join(BATCH_STRATEGIES)}")
+        raise ValueError(f"unknown batch_strategy {strategy!r}; valid: {', '.join(BATCH_STRATEGIES)}")
     return strategy  # type: ignore[return-value]
 
 

@@ -10,7 +10,7 @@ from torch import nn
 from ..attach import detach_gates, iter_gates, require_gates
 from ..errors import UnsupportedModelError
 from ..gates import BlockGate
-from .batching import BATCH_STRATEGIES, BatchStrategy
+from .batching import BatchStrategy, check_strategy
 from .resnet import compact_resnet_block
 from .vit import compact_vit_block
 
@@ -52,10 +52,7 @@ def compact(model: nn.Module, *, batch_strategy: BatchStrategy = "union") -> nn.
         >>> with torch.no_grad():
         ...     logits = fast(image)  # == the masked gated model's logits
     """
-    if batch_strategy not in BATCH_STRATEGIES:
-        raise ValueError(
-            f"unknown batch_strategy {batch_strategy!r}; valid: {', '.join(BATCH_STRATEGIES)}"
-        )
+    check_strategy(batch_strategy)
     require_gates(model)
     new = copy.deepcopy(model).eval()
     replacements = []
