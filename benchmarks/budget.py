@@ -71,7 +71,7 @@ def train_gates(model: torch.nn.Module, batches: list[torch.Tensor], steps: int)
         images = batches[step % len(batches)]
         with gate_mode(model, "gated"):
             model(images)
-        out = loss_fn(model, images, epoch=0)
+        out = loss_fn(model, images, progress=0.0)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()

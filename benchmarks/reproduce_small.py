@@ -1,21 +1,31 @@
-"""Small real-data reproduction on Fashion-MNIST (runs on 2 CPU cores in about 2 hours).
+"""Small real-data reproduction on Fashion-MNIST, on 2 CPU cores (docs/results.md).
 
-Protocol (see docs/results.md for the numbers and the reasoning behind the sizes):
+Protocols (ResNet-18 with the CIFAR stem, 28 px, VICReg, LARS, lr 0.2 per 256, one warm-up epoch
+then cosine over a fixed number of steps, batch 256, bf16 autocast + channels_last):
 
-* data: Fashion-MNIST from Debian's ``dataset-fashion-mnist`` (``apt-get install -y
-  dataset-fashion-mnist``), 28 px, pretraining on the first 10,240 training images (120 steps of 256);
-* encoder: ResNet-18 with the CIFAR stem; VICReg; the paper's recipe (LARS, lr 0.3 per 256,
-  warm-up then cosine, lambda 5, gamma 1) over a fixed number of steps, bf16 autocast + channels_last;
-* runs, same recipe and steps: vanilla VICReg (gating off) and VICReg-dual at the chosen budgets;
-  a random-initialised encoder is evaluated as the floor;
-* evaluation (``timm_gated_ssl.eval.evaluate_checkpoint``): linear probe on 10k labelled training
-  images (the informative measure on this data), k-NN (k=20 and k=1), realised MAC fraction on the
-  10k test images before calibration and after calibrating to each budget on held-out training
-  images, and a budget sweep by calibration from the dual checkpoint.
+* ``main``: 350 steps (5 epochs of the first 17,920 training images), SIZING.md's protocol;
+* ``pilot``: 120 steps (3 epochs of the first 10,240 images), for the remedy study;
+* ``long``: 700 steps (5 epochs of the first 35,840 images), for the gap-over-length curve.
+
+Runs (``--runs``; a ``_s<N>`` suffix trains with seed N, e.g. ``dual_td0.3_s1``):
+
+* ``vanilla``: VICReg, gating off; ``dual_td{0.1,0.3,0.5}``: VICReg-dual with the library's
+  defaults; ``paper_td0.3``: the paper's exact loss settings (``PAPER``);
+* ``study_*``: the paper's settings plus one change each (``STUDY``), at t_d 0.3.
+
+Evaluation (``timm_gated_ssl.eval.evaluate_checkpoint``, fp32): linear probe on 10k labelled
+training images (mean of 5 probe seeds; the main measure), weighted 20-NN and 1-NN, MAC fraction
+on the 10k test images with the checkpoint's own threshold and after calibrating to the run's
+``t_d`` on held-out training images. Each run is evaluated once, right after it trains
+(``eval_<run>/results.json`` is reused later). ``--phase report`` gathers every evaluated run into
+``results.json`` with the training curves (from the runs' TensorBoard logs) and the aims, prints
+the tables, and with ``--publish`` writes docs/results/reproduce_small.json, the tables between the
+markers in docs/results.md, the trade-off plot and the per-run logs.
 
 Usage:
-    python benchmarks/reproduce_small.py --phase all            # train, then evaluate, then report
-    python benchmarks/reproduce_small.py --phase train --jobs 2 # runs in parallel, 1 thread each
+    python benchmarks/reproduce_small.py --protocol pilot --runs paper_td0.3 study_distill
+    python benchmarks/reproduce_small.py --protocol main --runs vanilla dual_td0.3 ...
+    python benchmarks/reproduce_small.py --phase report --publish
 """
 
 from __future__ import annotations
@@ -23,94 +33,289 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "pilot": {"train_subset": 10240, "epochs": 3},
+    "main": {"train_subset": 17920, "epochs": 5},
+    "long": {"train_subset": 35840, "epochs": 5},
+}
 COMMON = [
-    "--dataset", "fashion_mnist", "--image_size", "28", "--train_subset", "10240",
-    "--batch_size", "256", "--epochs", "3", "--warmup_epochs", "1", "--lr", "0.2",
-    "--eval_split", "null", "--eval_train_split", "null", "--log_every", "2", "--save_every", "1",
+    "--dataset", "fashion_mnist", "--image_size", "28", "--batch_size", "256", "--warmup_epochs", "1",
+    "--lr", "0.2", "--eval_split", "null", "--eval_train_split", "null", "--log_every", "2",
 ]
-RUNS = {
+DUAL = ["--model", "gated_resnet18_cifar"]
+PAPER: dict[str, str] = {
+    "bound_schedule": "progress", "bound_decay": "10", "bound_centre": "sqrt", "pairing": "asymmetric",
+    "distill_weight": "0", "gate_noise_schedule": "constant", "dense_warmup_epochs": "0",
+}
+"""The paper's loss settings (the bound relaxation on progress: the paper's over 500 epochs)."""
+STUDY: dict[str, dict[str, str]] = {
+    "study_noise_cosine": {"gate_noise_schedule": "cosine"},
+    "study_distill": {"distill_weight": "10", "distill_on": "features"},
+    "study_distill_embeddings": {"distill_weight": "10", "distill_on": "embeddings"},
+    "study_symmetric": {"pairing": "symmetric"},
+    "study_centre_linear": {"bound_centre": "linear"},
+    "study_dense_warmup": {"dense_warmup_epochs": "0.3"},
+    "study_noise_cosine_distill": {"gate_noise_schedule": "cosine", "distill_weight": "10"},
+}
+"""Remedy candidates: each is the paper's settings with these changes (docs/results.md)."""
+
+
+def _flags(values: dict[str, str]) -> list[str]:
+    return [token for key, value in values.items() for token in (f"--{key}", value)]
+
+
+RUNS: dict[str, list[str]] = {
     "vanilla": ["--model", "resnet18_cifar", "--gating", "false"],
-    "dual_td0.1": ["--model", "gated_resnet18_cifar", "--budget", "0.1"],
-    "dual_td0.3": ["--model", "gated_resnet18_cifar", "--budget", "0.3"],
-    "dual_td0.5": ["--model", "gated_resnet18_cifar", "--budget", "0.5"],
+    **{f"dual_td{t}": [*DUAL, "--budget", str(t)] for t in (0.1, 0.3, 0.5)},
+    "paper_td0.3": [*DUAL, "--budget", "0.3", *_flags(PAPER)],
+    **{name: [*DUAL, "--budget", "0.3", *_flags({**PAPER, **extra})] for name, extra in STUDY.items()},
 }
 SWEEP = (0.1, 0.3, 0.5, 0.7)
+"""Budgets calibrated from the seed-0 ``dual_td0.3`` checkpoint of the main protocol."""
+AIMS_GAP = {0.1: 2.5, 0.3: 1.5, 0.5: 1.5}
+"""Largest allowed dense - gated linear-probe gap (points) per budget (issue 12)."""
+AIM_DENSE_VS_VANILLA, AIM_MAC_BEFORE, AIM_MAC_AFTER = 1.5, 0.03, 0.01
 
 
-def train(names: list[str], out: Path, *, jobs: int) -> None:
-    """Launch the pretraining runs (``jobs`` at a time, threads split between them)."""
-    threads = max(1, (os.cpu_count() or 2) // jobs)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    pending, running = list(names), []
-    while pending or running:
-        while pending and len(running) < jobs:
-            name = pending.pop(0)
-            cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
-                   "--mixed_precision", "bf16", "--num_machines", "1", "--dynamo_backend", "no",
-                   str(ROOT / "recipes" / "pretrain.py"), "--output_dir", str(out / name), "--overwrite",
-                   "--channels_last", *COMMON, *RUNS[name]]
-            log = open(out / f"{name}.log", "w")  # noqa: SIM115  (closed when the run exits)
-            print(f"[{time.strftime('%H:%M:%S')}] start {name}: {' '.join(cmd[2:])}", flush=True)
-            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-            running.append((name, proc, log))
-        time.sleep(10)
-        for name, proc, log in list(running):
-            if proc.poll() is not None:
-                running.remove((name, proc, log))
-                log.close()
-                print(f"[{time.strftime('%H:%M:%S')}] {name} exited {proc.returncode}", flush=True)
+def split_name(name: str) -> tuple[str, int]:
+    """``"dual_td0.3_s1"`` -> ``("dual_td0.3", 1)``."""
+    match = re.fullmatch(r"(.+)_s(\d+)", name)
+    base, seed = (match.group(1), int(match.group(2))) if match else (name, 0)
+    if base not in RUNS:
+        raise SystemExit(f"unknown run {name!r}; valid: {', '.join(RUNS)} (optionally with _s<seed>)")
+    return base, seed
 
 
-def evaluate(names: list[str], out: Path) -> dict[str, dict]:
-    """Evaluate the random-init floor and the trained runs; returns ``{run: results dict}``.
+def budget_of(name: str) -> float | None:
+    args = RUNS[split_name(name)[0]]
+    return float(args[args.index("--budget") + 1]) if "--budget" in args else None
 
-    A dual run is evaluated together with the vanilla run (same protocol, one table and plot);
-    the vanilla run is evaluated alone only when no dual run is given.
-    """
-    import timm
+
+def train_command(name: str, protocol: str, out: Path) -> list[str]:
+    base, seed = split_name(name)
+    sizes = PROTOCOLS[protocol]
+    return [
+        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+        "--mixed_precision", "bf16", "--num_machines", "1", "--dynamo_backend", "no",
+        str(ROOT / "recipes" / "pretrain.py"), "--output_dir", str(out / name), "--overwrite",
+        "--channels_last", "--no_progress", "--report_to", "tensorboard", *COMMON,
+        "--train_subset", str(sizes["train_subset"]), "--epochs", str(sizes["epochs"]),
+        "--save_every", str(sizes["epochs"]), "--seed", str(seed), *RUNS[base],
+    ]
+
+
+def train(name: str, protocol: str, out: Path) -> None:
+    cmd = train_command(name, protocol, out)
+    print(f"[{time.strftime('%H:%M:%S')}] train {name}: {' '.join(cmd[2:])}", flush=True)
+    with open(out / f"{name}.log", "w") as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+    print(f"[{time.strftime('%H:%M:%S')}] {name} exited {code}", flush=True)
+    if code:
+        raise SystemExit(f"training {name} failed; see {out / f'{name}.log'}")
+
+
+def evaluate(name: str, protocol: str, out: Path) -> dict[str, Any]:
+    """Evaluate one trained run (dense, gated at its threshold, calibrated to its t_d)."""
     import torch
 
     import timm_gated_ssl  # noqa: F401
     from timm_gated_ssl.eval.checkpoint import evaluate_checkpoint
 
     torch.set_num_threads(os.cpu_count() or 2)
-    kw = {"dataset": "fashion_mnist", "image_size": 28, "max_train": 10000, "progress": False}
-    results = {}
-    floor = timm.create_model("resnet18_cifar", num_classes=0)
-    results["random_init"] = evaluate_checkpoint(floor, output_dir=out / "eval_random_init",
-                                                 model_name="random_init", **kw).to_dict()
-    trained = [n for n in names if (out / n / "model.safetensors").exists()]
-    vanilla = out / "vanilla" if "vanilla" in trained else None
-    duals = [n for n in trained if n.startswith("dual")]
-    for name in duals or trained:
-        budgets = SWEEP if name.startswith("dual") else ()
-        result = evaluate_checkpoint(out / name, budgets=budgets, vanilla=vanilla if duals else None,
-                                     output_dir=out / f"eval_{name}", **kw)
-        results[name] = result.to_dict()
-        print(result.to_markdown(), flush=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    return results
+    budget = budget_of(name)
+    budgets: tuple[float, ...] = ()
+    if budget is not None:
+        budgets = SWEEP if (protocol == "main" and name == "dual_td0.3") else (budget,)
+    print(f"[{time.strftime('%H:%M:%S')}] evaluate {name} (budgets {budgets})", flush=True)
+    result = evaluate_checkpoint(out / name, dataset="fashion_mnist", image_size=28, max_train=10000,
+                                 budgets=budgets, progress=False, output_dir=out / f"eval_{name}")
+    print(result.to_markdown(), flush=True)
+    return result.to_dict()
+
+
+def training_curve(run_dir: Path, *, every: int = 10) -> dict[str, list[list[float]]]:
+    """``{tag: [[step, value], ...]}`` every ``every`` steps from the run's TensorBoard log."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = sorted(run_dir.glob("timm_gated_ssl/events.out.tfevents.*"))
+    if not events:
+        return {}
+    acc = EventAccumulator(str(events[0]))
+    acc.Reload()
+    curves = {}
+    for tag in ("loss", "ssl", "compute", "bound", "distill", "mac_ratio", "lr"):
+        if tag in acc.Tags()["scalars"]:
+            curves[tag] = [[e.step, round(e.value, 5)] for e in acc.Scalars(tag) if e.step % every == 0]
+    return curves
+
+
+def summarise(name: str, protocol: str, out: Path) -> dict[str, Any]:
+    """One run's row: its results, metrics, recorded config and training curve."""
+    import yaml
+
+    result = json.loads((out / f"eval_{name}" / "results.json").read_text())
+    metrics = json.loads((out / name / "metrics.json").read_text())
+    row: dict[str, Any] = {"run": name, "variant": split_name(name)[0], "seed": split_name(name)[1],
+                           "protocol": protocol, "budget": budget_of(name),
+                           "steps": metrics["steps"], "images_per_s": metrics["images_per_s"],
+                           "wall_time_s": metrics["wall_time_s"]}
+    for entry in result["entries"]:
+        if entry["mode"] in ("dense", "vanilla"):
+            key = entry["mode"]
+        elif not entry["calibrated"]:
+            key = "gated"
+        elif entry["budget"] == row["budget"]:
+            key = "gated_calibrated"
+        else:
+            continue
+        row[key] = {k: entry[k] for k in ("linear_top1", "linear_top1_std", "knn_top1", "knn1_top1",
+                                          "mac_fraction", "calibration_mac_fraction") if k in entry}
+    if "gated" in row:
+        row["gap"] = round(row["dense"]["linear_top1"] - row["gated"]["linear_top1"], 2)
+    row["config"] = yaml.safe_load((out / name / "config.yaml").read_text())  # as the run recorded it
+    row["curve"] = training_curve(out / name)
+    return row
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def aims(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 12's aims, computed from the main-protocol runs with the library defaults."""
+    main = [r for r in rows if r["protocol"] == "main"]
+    vanilla = [r["vanilla"]["linear_top1"] for r in main if r["variant"] == "vanilla"]
+    found = []
+    for budget, tol in AIMS_GAP.items():
+        runs = [r for r in main if r["variant"] == f"dual_td{budget}"]
+        if not runs:
+            continue
+        dense = _mean([r["dense"]["linear_top1"] for r in runs])
+        gated = _mean([r["gated"]["linear_top1"] for r in runs])
+        found.append({"aim": f"gated >= dense - {tol} (linear top-1, t_d {budget})",
+                      "value": round(gated - dense, 2), "target": -tol, "met": gated >= dense - tol})
+        if vanilla:
+            v = _mean(vanilla)
+            found.append({"aim": f"dense >= vanilla - {AIM_DENSE_VS_VANILLA} (t_d {budget})",
+                          "value": round(dense - v, 2), "target": -AIM_DENSE_VS_VANILLA,
+                          "met": dense >= v - AIM_DENSE_VS_VANILLA})
+        before = max((r["gated"]["mac_fraction"] for r in runs), key=lambda f: abs(f - budget))
+        found.append({"aim": f"MAC fraction before calibration within +-{AIM_MAC_BEFORE} of {budget}",
+                      "value": round(before, 4), "target": budget, "met": abs(before - budget) <= AIM_MAC_BEFORE})
+        after = max((r["gated_calibrated"]["mac_fraction"] for r in runs), key=lambda f: abs(f - budget))
+        found.append({"aim": f"MAC fraction after calibration within +-{AIM_MAC_AFTER} of {budget}",
+                      "value": round(after, 4), "target": budget, "met": abs(after - budget) <= AIM_MAC_AFTER})
+    return found
+
+
+def _cell(row: dict[str, Any], mode: str, key: str, fmt: str = "{:.2f}") -> str:
+    value = row.get(mode, {}).get(key)
+    return "" if value is None else fmt.format(value)
+
+
+def tables(rows: list[dict[str, Any]], found: list[dict[str, Any]]) -> str:
+    """The Markdown tables of docs/results.md."""
+    lines = []
+    for protocol in PROTOCOLS:
+        chosen = [r for r in rows if r["protocol"] == protocol]
+        if not chosen:
+            continue
+        lines += [f"**Protocol `{protocol}`** ({chosen[0]['steps']} steps of 256)", "",
+                  ("| run | seed | t_d | dense / vanilla linear | gated linear | gap | gated k-NN | "
+                   "MAC fraction | calibrated MAC fraction | calibrated linear |"),
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in chosen:
+            base = "vanilla" if "vanilla" in r else "dense"
+            lines.append(
+                f"| {r['variant']} | {r['seed']} | {r['budget'] or ''} | {_cell(r, base, 'linear_top1')} | "
+                f"{_cell(r, 'gated', 'linear_top1')} | {r.get('gap', '')} | {_cell(r, 'gated', 'knn_top1')} | "
+                f"{_cell(r, 'gated', 'mac_fraction', '{:.3f}')} | "
+                f"{_cell(r, 'gated_calibrated', 'mac_fraction', '{:.3f}')} | "
+                f"{_cell(r, 'gated_calibrated', 'linear_top1')} |")
+        lines.append("")
+    if found:
+        lines += ["| aim | value | target | met |", "|---|---|---|---|"]
+        lines += [f"| {a['aim']} | {a['value']} | {a['target']} | {'yes' if a['met'] else '**no**'} |" for a in found]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def report(out: Path, *, publish: bool) -> None:
+    rows = []
+    for protocol in PROTOCOLS:
+        base = out / protocol
+        for result in sorted(base.glob("eval_*/results.json")) if base.exists() else []:
+            rows.append(summarise(result.parent.name.removeprefix("eval_"), protocol, base))
+    found = aims(rows)
+    text = tables(rows, found)
+    print(text)
+    summary = {"aims": found, "runs": rows, "protocols": PROTOCOLS, "common_args": COMMON, "paper_args": PAPER}
+    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    if publish:
+        docs = ROOT / "docs"
+        (docs / "results" / "reproduce_small.json").write_text(json.dumps(summary, indent=1))
+        page = (docs / "results.md").read_text()
+        begin, end = "<!-- reproduce_small:begin -->", "<!-- reproduce_small:end -->"
+        head, rest = page.split(begin, 1)
+        page = head + begin + "\n" + text + rest[rest.index(end):]
+        (docs / "results.md").write_text(page)
+        plot(rows, docs / "results" / "tradeoff.png")
+        logs = docs / "results" / "reproduce_small_logs"
+        logs.mkdir(exist_ok=True)
+        for r in rows:
+            src = out / r["protocol"] / f"{r['run']}.log"
+            if src.exists():
+                (logs / f"{r['protocol']}_{r['run']}.log").write_text(src.read_text())
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Linear top-1 against the MAC fraction: each protocol's dense and gated points, vanilla."""
+    from timm_gated_ssl.eval.plots import TradeoffPoint, plot_tradeoff
+
+    main = [r for r in rows if r["protocol"] == "main"] or rows
+    points = []
+    for r in main:
+        label = f"{r['variant']} s{r['seed']}"
+        if "vanilla" in r:
+            points.append(TradeoffPoint(label, macs=1.0, mac_fraction=1.0, accuracy=r["vanilla"]["linear_top1"],
+                                        kind="vanilla"))
+            continue
+        points.append(TradeoffPoint(f"{label} dense", macs=1.0, mac_fraction=1.0,
+                                    accuracy=r["dense"]["linear_top1"], kind="dense"))
+        points.append(TradeoffPoint(label, macs=r["gated"]["mac_fraction"], mac_fraction=r["gated"]["mac_fraction"],
+                                    accuracy=r["gated"]["linear_top1"], budget=r["budget"]))
+    plot_tradeoff(points, path=path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--phase", choices=["train", "evaluate", "all"], default="all")
-    parser.add_argument("--runs", nargs="+", default=["vanilla", "dual_td0.3"], choices=sorted(RUNS))
-    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--phase", choices=["train", "evaluate", "all", "report"], default="all")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="main")
+    parser.add_argument("--runs", nargs="+", default=["vanilla", "dual_td0.3"])
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "out" / "reproduce_small"))
+    parser.add_argument("--publish", action="store_true", help="write the docs/results files (report phase)")
     args = parser.parse_args()
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.phase in ("train", "all"):
-        train(args.runs, out, jobs=args.jobs)
-    if args.phase in ("evaluate", "all"):
-        evaluate(args.runs, out)
+    if args.phase == "report":
+        report(out, publish=args.publish)
+        return
+    for name in args.runs:
+        split_name(name)  # refuse an unknown run before any training
+    base = out / args.protocol
+    base.mkdir(parents=True, exist_ok=True)
+    for name in args.runs:
+        if args.phase in ("train", "all"):
+            train(name, args.protocol, base)
+        if args.phase in ("evaluate", "all"):
+            evaluate(name, args.protocol, base)
 
 
 if __name__ == "__main__":

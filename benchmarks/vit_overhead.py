@@ -6,7 +6,7 @@
   mask multiplies per block and the norm swaps. Masking saves no time by itself (off heads and units
   still run); the MAC fraction is what a sliced / compact execution would save.
 * Realised MAC fraction: fresh gates of ``gated_vit_tiny_patch4_32`` trained by the budget loss
-  alone (:class:`~timm_gated_ssl.budget.BudgetLoss` at epoch 0: compute + bound loss, the paper's
+  alone (:class:`~timm_gated_ssl.budget.BudgetLoss` at the start of training: compute + bound loss, the paper's
   defaults), on the gate parameters only, random images; then
   measured with :func:`timm_gated_ssl.compute.count_macs` on held-out images: stochastic (training
   estimator) and deterministic (eval) gates, and deterministic after
@@ -81,7 +81,7 @@ def mac_fraction(target: float, steps: int, batch: int) -> dict:
         x = torch.randn(batch, 3, 32, 32)
         model(x)
         optimizer.zero_grad(set_to_none=True)
-        budget_loss(model, x, epoch=0).loss.backward()
+        budget_loss(model, x, progress=0.0).loss.backward()
         optimizer.step()
     held_out = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     row = {

@@ -20,7 +20,7 @@ from pathlib import Path
 import timm
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from tqdm.auto import tqdm
@@ -47,7 +47,7 @@ from timm_gated_ssl.recipe.data import (
     load_train_split,
 )
 from timm_gated_ssl.recipe.outputs import write_json
-from timm_gated_ssl.ssl import build_ssl_objective, cosine_momentum_schedule
+from timm_gated_ssl.ssl import FeatureDistillLoss, build_ssl_objective, cosine_momentum_schedule
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, PretrainConfig]:
@@ -99,10 +99,12 @@ def realised_mac_ratio(
 
 def main(argv: list[str] | None = None) -> None:
     args, config = parse_args(argv)
+    # A dense warm-up leaves the gates unused in its steps: DDP must be told.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=config.gating and config.dense_warmup_epochs > 0)
     accelerator = Accelerator(
         cpu=args.cpu, mixed_precision=args.mixed_precision, log_with=args.report_to,
         project_dir=args.output_dir, gradient_accumulation_steps=config.grad_accum_steps,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True), kwargs_handlers=[ddp],
     )
     output_dir = Path(args.output_dir)
     if accelerator.is_main_process:
@@ -124,12 +126,16 @@ def main(argv: list[str] | None = None) -> None:
     objective = build_ssl_objective(config.method, in_dim=backbone.num_features,
                                     hidden_dim=config.projector_hidden_dim,
                                     out_dim=config.projector_out_dim, **loss_kwargs)
+    budget_loss = BudgetLoss(
+        config.budget, compute_weight=config.budget_weight, bound_weight=config.bound_weight,
+        bound_schedule=config.bound_schedule, bound_decay=config.bound_decay, alpha=config.bound_alpha,
+        bound_centre=config.bound_centre,
+    ) if config.gating else None
     model = DualSSLModel(
-        backbone, objective, gating=config.gating,
-        budget_loss=BudgetLoss(config.budget, compute_weight=config.budget_weight,
-                               bound_weight=config.bound_weight, alpha=config.bound_alpha)
-        if config.gating else None,
-        momentum_target=config.method == "byol",
+        backbone, objective, gating=config.gating, budget_loss=budget_loss,
+        momentum_target=config.method == "byol", pairing=config.pairing,
+        distill=FeatureDistillLoss(config.distill_weight) if config.distill_weight > 0 else None,
+        distill_on=config.distill_on, noise_schedule=config.gate_noise_schedule,
     )
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = timm_gated_ssl.convert_sync_batchnorm(model)
@@ -182,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
                     view_dense = view_dense.contiguous(memory_format=torch.channels_last)
                 with accelerator.accumulate(model):
                     epoch_float = state.epoch + state.batch_in_epoch / max(len(loader), 1)
-                    out = model(view_gated, view_dense, epoch=epoch_float)
+                    out = model(view_gated, view_dense, epoch=epoch_float, progress=state.step / total_updates,
+                                gating_active=epoch_float >= config.dense_warmup_epochs)
                     bad = (~torch.isfinite(out.loss.detach())).float().reshape(1)
                     if accelerator.reduce(bad, "sum").item() > 0:
                         raise NonFiniteLossError(

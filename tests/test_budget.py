@@ -21,7 +21,8 @@ def tiny(budget: float = 0.3) -> torch.nn.Module:
 def test_paper_defaults() -> None:
     assert ComputeLoss().weight == 5.0
     bound = BoundLoss()
-    assert (bound.weight, bound.alpha) == (1.0, 0.02)
+    assert (bound.weight, bound.alpha, bound.decay) == (1.0, 0.02, 10.0)
+    assert (bound.schedule, bound.centre) == ("progress", "sqrt")
     with pytest.raises(InvalidBudgetError):
         ComputeLoss(budget=1.5)
 
@@ -48,9 +49,9 @@ def test_compute_loss_needs_a_gated_forward() -> None:
 
 def test_bound_loss_hand_values() -> None:
     model = tiny(0.25)
-    loss = BoundLoss()
-    assert loss.bounds(0, 0.25) == (0.5, 0.5)
-    lower, upper = loss.bounds(100, 0.25)
+    loss = BoundLoss(schedule="epoch")
+    assert loss.bounds(0.25, epoch=0) == (0.5, 0.5)
+    lower, upper = loss.bounds(0.25, epoch=100)
     assert lower == pytest.approx(0.5 * math.exp(-2)) and upper == pytest.approx(1 - 0.5 * math.exp(-2))
     low = torch.zeros(2, 8)
     low[:, :2] = 1  # density 0.25
@@ -58,10 +59,53 @@ def test_bound_loss_hand_values() -> None:
     high[:, :2] = 0  # density 0.75
     masks = {"a": (low,), "b": (high,)}
     # epoch 0: bounds [0.5, 0.5]: each term is a mean over the two widths of one squared violation
-    torch.testing.assert_close(loss(model, 0, masks), torch.tensor(0.0625 / 2 + 0.0625 / 2))
+    torch.testing.assert_close(loss(model, epoch=0, masks=masks), torch.tensor(0.0625 / 2 + 0.0625 / 2))
     inside = {"a": (torch.full((2, 8), 0.0).index_fill_(1, torch.arange(4), 1.0),)}
-    assert loss(model, 0, inside) == 0
-    assert loss(model, 1000, masks) == 0  # bounds relaxed to about [0, 1]
+    assert loss(model, epoch=0, masks=inside) == 0
+    assert loss(model, epoch=1000, masks=masks) == 0  # bounds relaxed to about [0, 1]
+
+
+@pytest.mark.parametrize("progress", [0.0, 0.1, 0.5, 1.0])
+def test_progress_schedule_values(progress: float) -> None:
+    """p = exp(-decay * progress): 1 at the start, e^-10 at the end of any run."""
+    loss = BoundLoss(decay=10.0)
+    p = math.exp(-10.0 * progress)
+    assert loss.relaxation(progress=progress) == pytest.approx(p)
+    assert loss.bounds(0.36, progress=progress) == pytest.approx((0.6 * p, 1 - p + 0.6 * p))
+    assert BoundLoss(decay=3.0).relaxation(progress=progress) == pytest.approx(math.exp(-3.0 * progress))
+
+
+def test_progress_schedule_equals_paper_schedule_over_500_epochs() -> None:
+    """decay 10 over a 500-epoch run is the paper's alpha 0.02 per epoch, at every step."""
+    progress, epoch = BoundLoss(schedule="progress"), BoundLoss(schedule="epoch")
+    steps_per_epoch, epochs = 97, 500
+    for step in (0, 1, 96, 97, 4850, 24_000, 48_499, 48_500):
+        a = progress.bounds(0.3, progress=step / (epochs * steps_per_epoch))
+        b = epoch.bounds(0.3, epoch=step / steps_per_epoch)
+        assert a == pytest.approx(b, rel=1e-12)
+
+
+def test_linear_centre() -> None:
+    loss = BoundLoss(centre="linear")
+    assert loss.bounds(0.3, progress=0.0) == pytest.approx((0.3, 0.3))
+    assert BoundLoss().bounds(0.3, progress=0.0) == pytest.approx((math.sqrt(0.3), math.sqrt(0.3)))
+    p = math.exp(-5.0)
+    assert loss.bounds(0.3, progress=0.5) == pytest.approx((0.3 * p, 1 - p + 0.3 * p))
+
+
+def test_bound_schedule_errors() -> None:
+    with pytest.raises(ValueError, match="needs progress="):
+        BoundLoss().relaxation(epoch=3)
+    with pytest.raises(ValueError, match="needs epoch="):
+        BoundLoss(schedule="epoch").relaxation(progress=0.5)
+    with pytest.raises(ValueError, match=r"progress must be in \[0, 1\]"):
+        BoundLoss().relaxation(progress=1.5)
+    with pytest.raises(ValueError, match="valid: progress, epoch"):
+        BoundLoss(schedule="steps")
+    with pytest.raises(ValueError, match="valid: sqrt, linear"):
+        BoundLoss(centre="square")
+    with pytest.raises(ValueError, match="decay and alpha must be >= 0"):
+        BoundLoss(decay=-1.0)
 
 
 def test_budget_loss_combines_both() -> None:
@@ -69,10 +113,14 @@ def test_budget_loss_combines_both() -> None:
     images = torch.randn(4, 3, 32, 32)
     with gate_mode(model, "gated"):
         model(images)
-    out = BudgetLoss()(model, images, epoch=3)
+    out = BudgetLoss()(model, images, progress=0.05)
     masks = gate_masks(model)
     torch.testing.assert_close(out.compute, ComputeLoss()(model, images, masks))
-    torch.testing.assert_close(out.bound, BoundLoss()(model, 3, masks))
+    torch.testing.assert_close(out.bound, BoundLoss()(model, progress=0.05, masks=masks))
+    paper = BudgetLoss(bound_schedule="epoch", alpha=0.5, bound_centre="linear")(model, images, epoch=3)
+    torch.testing.assert_close(
+        paper.bound, BoundLoss(schedule="epoch", alpha=0.5, centre="linear")(model, epoch=3, masks=masks)
+    )
     torch.testing.assert_close(out.loss, out.compute + out.bound)
     assert not out.mac_ratio.requires_grad
 
@@ -92,7 +140,7 @@ def test_budget_loss_alone_moves_ratio_toward_target(target: float) -> None:
     for _ in range(7):
         with gate_mode(model, "gated"):
             model(images)
-        out = loss_fn(model, images, epoch=0)
+        out = loss_fn(model, images, progress=0.0)
         ratios.append(out.mac_ratio.item())
         optimizer.zero_grad()
         out.loss.backward()

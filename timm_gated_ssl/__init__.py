@@ -24,6 +24,7 @@ from .attach import (
     has_gates,
     iter_gates,
     set_gate_mode,
+    set_gate_noise,
 )
 from .budget import BoundLoss, BudgetLoss, ComputeLoss, gated_param_groups
 from .calibration import calibrate_budget, calibrated_budgets, set_budget
@@ -77,4 +78,5 @@ __all__ = [
     "push_to_hub",
     "set_budget",
     "set_gate_mode",
+    "set_gate_noise",
 ]

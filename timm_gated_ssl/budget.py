@@ -6,16 +6,22 @@ From Krishna et al., "Unifying Synergies between Self-supervised Learning and Dy
 * compute loss ``lambda * (F_g / F_d - t_d)^2``, with ``F_g`` the batch mean of the gated network's
   MACs (gates and stem included) and ``F_d`` the dense network's; differentiable through the
   straight-through masks (``lambda = 5``);
-* bound loss ``gamma * [mean_l relu(p sqrt(t_d) - rho_l)^2 + mean_l relu(rho_l - (1 - p + p sqrt(t_d)))^2]``
-  with ``rho_l`` the batch-mean density of gated width ``l`` and ``p = exp(-alpha * epoch)``
-  (``gamma = 1``, ``alpha = 0.02``): at epoch 0 every width is pinned near ``sqrt(t_d)``, and the
-  bounds relax to [0, 1] over training.
+* bound loss ``gamma * [mean_l relu(p c - rho_l)^2 + mean_l relu(rho_l - (1 - p + p c))^2]``
+  with ``rho_l`` the batch-mean density of gated width ``l``, centre ``c = sqrt(t_d)`` and
+  relaxation ``p`` (``gamma = 1``): at the start every width is pinned near ``c``, and the bounds
+  relax to [0, 1] over training.
+
+The paper relaxes per epoch, ``p = exp(-alpha * epoch)`` with ``alpha = 0.02`` over 500 epochs. A
+short run would end with the bounds still pinned (``p = 0.94`` after 3 epochs), so this library
+relaxes on training progress by default, ``p = exp(-decay * step / total_steps)`` with
+``decay = 10 = 0.02 x 500``: the same schedule for the paper's 500-epoch runs, and the same end
+point for any run length (``schedule="epoch"`` keeps the literal per-epoch form).
 
 Example:
     >>> budget_loss = BudgetLoss(budget=0.3)
     >>> with gate_mode(model, "gated"):
     ...     z_g = model(view1)
-    >>> out = budget_loss(model, view1, epoch=epoch)   # no extra forward: uses the recorded masks
+    >>> out = budget_loss(model, view1, progress=step / total_steps)  # uses the recorded masks
     >>> (ssl_loss + out.loss).backward()
 """
 
@@ -32,7 +38,20 @@ from .attach import gate_config, iter_gates, require_gates
 from .compute.core import _unwrap, cost_table
 from .errors import check_budget
 
-__all__ = ["BoundLoss", "BudgetLoss", "BudgetLossOutput", "ComputeLoss", "gated_param_groups"]
+__all__ = [
+    "BOUND_CENTRES",
+    "BOUND_SCHEDULES",
+    "BoundLoss",
+    "BudgetLoss",
+    "BudgetLossOutput",
+    "ComputeLoss",
+    "gated_param_groups",
+]
+
+BOUND_SCHEDULES = ("progress", "epoch")
+"""How the bound relaxation ``p`` decays: on training progress (default) or per epoch (paper)."""
+BOUND_CENTRES = ("sqrt", "linear")
+"""Where the bounds start: ``sqrt(t_d)`` (paper, from DGNet's spatial x channel densities) or ``t_d``."""
 
 Masks = Mapping[str, Sequence[torch.Tensor]]
 
@@ -92,39 +111,92 @@ class ComputeLoss(nn.Module):
 class BoundLoss(nn.Module):
     """Per-width density bounds, relaxed over training (Krishna et al., BMVC 2023; DGNet).
 
-    ``L = weight * [mean_l relu(p sqrt(t_d) - rho_l)^2 + mean_l relu(rho_l - (1 - p + p sqrt(t_d)))^2]``
-    with ``p = exp(-alpha * epoch)`` and ``rho_l = E_batch |m_l|_1 / C_l``. Each gated width is
-    one ``l``: one per BasicBlock (as in the paper), two per Bottleneck (its two gated widths).
+    ``L = weight * [mean_l relu(p c - rho_l)^2 + mean_l relu(rho_l - (1 - p + p c))^2]`` with
+    ``rho_l = E_batch |m_l|_1 / C_l``. Each gated width is one ``l``: one per BasicBlock (as in the
+    paper), two per Bottleneck (its two gated widths).
 
     Args:
         budget: Target ``t_d``; None takes the model's gate budget at each call.
         weight: ``gamma`` (1 in the paper).
-        alpha: Decay rate of ``p`` per epoch (0.02 in the paper).
+        schedule: ``"progress"``: ``p = exp(-decay * progress)`` with ``progress = step /
+            total_steps`` in [0, 1] (default; equal to the paper's schedule for a 500-epoch run
+            when ``decay = 10``). ``"epoch"``: the paper's literal ``p = exp(-alpha * epoch)``.
+        decay: Total decay of ``p`` over a run under ``"progress"`` (``p`` ends at ``e^-decay``).
+        alpha: Decay rate per epoch under ``"epoch"`` (0.02 in the paper).
+        centre: ``"sqrt"``: bounds start at ``c = sqrt(t_d)``, the paper's choice inherited from
+            DGNet, whose masks are spatial x channel so that a density ``sqrt(t_d)`` on each
+            factor costs ``t_d``; ``"linear"``: ``c = t_d``, the density at which a channel-only
+            gate costs ``t_d`` (a gated 3x3 block's MACs are linear in its density).
+
+    Raises:
+        ValueError: Unknown ``schedule`` or ``centre``, or a negative ``decay`` / ``alpha``.
     """
 
-    def __init__(self, budget: float | None = None, *, weight: float = 1.0, alpha: float = 0.02) -> None:
+    def __init__(
+        self,
+        budget: float | None = None,
+        *,
+        weight: float = 1.0,
+        schedule: str = "progress",
+        decay: float = 10.0,
+        alpha: float = 0.02,
+        centre: str = "sqrt",
+    ) -> None:
         super().__init__()
+        if schedule not in BOUND_SCHEDULES:
+            raise ValueError(f"unknown bound schedule {schedule!r}; valid: {', '.join(BOUND_SCHEDULES)}")
+        if centre not in BOUND_CENTRES:
+            raise ValueError(f"unknown bound centre {centre!r}; valid: {', '.join(BOUND_CENTRES)}")
+        if decay < 0 or alpha < 0:
+            raise ValueError(f"decay and alpha must be >= 0, got decay={decay!r}, alpha={alpha!r}")
         self.budget = None if budget is None else check_budget(budget)
         self.weight = float(weight)
+        self.schedule = schedule
+        self.decay = float(decay)
         self.alpha = float(alpha)
+        self.centre = centre
 
-    def bounds(self, epoch: float, budget: float) -> tuple[float, float]:
-        """``(lower, upper)`` density bounds at ``epoch`` (fractional epochs are fine)."""
-        p = math.exp(-self.alpha * float(epoch))
-        root = math.sqrt(budget)
-        return p * root, 1.0 - p + p * root
+    def relaxation(self, *, progress: float | None = None, epoch: float | None = None) -> float:
+        """``p`` at ``progress`` (``"progress"`` schedule) or ``epoch`` (``"epoch"`` schedule).
 
-    def forward(self, model: nn.Module, epoch: float, masks: Masks | None = None) -> torch.Tensor:
+        Raises:
+            ValueError: The schedule's argument is missing, or ``progress`` is outside [0, 1].
+        """
+        if self.schedule == "epoch":
+            if epoch is None:
+                raise ValueError("the 'epoch' bound schedule needs epoch= (fractional epochs done)")
+            return math.exp(-self.alpha * float(epoch))
+        if progress is None:
+            raise ValueError(
+                "the 'progress' bound schedule needs progress= (optimizer steps done / total steps, "
+                "in [0, 1]); pass it, or build the loss with schedule='epoch' for the paper's "
+                "per-epoch form"
+            )
+        if not 0.0 <= progress <= 1.0:
+            raise ValueError(f"progress must be in [0, 1] (steps done / total steps), got {progress!r}")
+        return math.exp(-self.decay * float(progress))
+
+    def bounds(self, budget: float, *, progress: float | None = None, epoch: float | None = None) -> tuple[float, float]:
+        """``(lower, upper)`` density bounds for ``budget`` at ``progress`` / ``epoch``."""
+        p = self.relaxation(progress=progress, epoch=epoch)
+        centre = math.sqrt(budget) if self.centre == "sqrt" else budget
+        return p * centre, 1.0 - p + p * centre
+
+    def forward(
+        self, model: nn.Module, *, progress: float | None = None, epoch: float | None = None,
+        masks: Masks | None = None,
+    ) -> torch.Tensor:
         """The loss (float32 scalar) for the masks of the last gated forward (or ``masks``)."""
         masks = _recorded_masks(model) if masks is None else masks
-        lower, upper = self.bounds(epoch, _resolve_budget(self.budget, model))
+        lower, upper = self.bounds(_resolve_budget(self.budget, model), progress=progress, epoch=epoch)
         rho = torch.stack([m.float().mean() for block in masks.values() for m in block])
         below = torch.relu(lower - rho).pow(2).mean()
         above = torch.relu(rho - upper).pow(2).mean()
         return self.weight * (below + above)
 
     def extra_repr(self) -> str:
-        return f"budget={self.budget}, weight={self.weight}, alpha={self.alpha}"
+        return (f"budget={self.budget}, weight={self.weight}, schedule={self.schedule!r}, "
+                f"decay={self.decay}, alpha={self.alpha}, centre={self.centre!r}")
 
 
 class BudgetLossOutput(NamedTuple):
@@ -143,7 +215,8 @@ class BudgetLoss(nn.Module):
         budget: Target ``t_d``; None takes the model's gate budget.
         compute_weight: ``lambda`` (5).
         bound_weight: ``gamma`` (1).
-        alpha: Bound relaxation rate (0.02).
+        bound_schedule / bound_decay / alpha / bound_centre: The bound relaxation, see
+            :class:`BoundLoss` (defaults: on progress, decay 10, centre ``sqrt(t_d)``).
         include_linear: Count linear layers in the MAC ratio.
     """
 
@@ -153,22 +226,35 @@ class BudgetLoss(nn.Module):
         *,
         compute_weight: float = 5.0,
         bound_weight: float = 1.0,
+        bound_schedule: str = "progress",
+        bound_decay: float = 10.0,
         alpha: float = 0.02,
+        bound_centre: str = "sqrt",
         include_linear: bool = False,
     ) -> None:
         super().__init__()
         self.compute = ComputeLoss(budget, weight=compute_weight, include_linear=include_linear)
-        self.bound = BoundLoss(budget, weight=bound_weight, alpha=alpha)
+        self.bound = BoundLoss(budget, weight=bound_weight, schedule=bound_schedule, decay=bound_decay,
+                               alpha=alpha, centre=bound_centre)
 
     def forward(
-        self, model: nn.Module, images: torch.Tensor | Sequence[int], *, epoch: float, masks: Masks | None = None
+        self, model: nn.Module, images: torch.Tensor | Sequence[int], *, progress: float | None = None,
+        epoch: float | None = None, masks: Masks | None = None,
     ) -> BudgetLossOutput:
-        """Both losses for the last gated forward of ``model`` on ``images`` at ``epoch``."""
+        """Both losses for the last gated forward of ``model`` on ``images``.
+
+        Args:
+            model: The gated model that just ran the gated forward.
+            images: That forward's input batch, or its per-image shape.
+            progress: Optimizer steps done / total steps, in [0, 1] (the ``"progress"`` schedule).
+            epoch: Fractional epochs done (the ``"epoch"`` schedule).
+            masks: ``{block: masks}``; default: the masks recorded by that forward.
+        """
         masks = _recorded_masks(model) if masks is None else masks
         ratio = self.compute.mac_ratio(model, images, masks)
         target = _resolve_budget(self.compute.budget, model)
         compute = (self.compute.weight * (ratio - target) ** 2).float()
-        bound = self.bound(model, epoch, masks)
+        bound = self.bound(model, progress=progress, epoch=epoch, masks=masks)
         return BudgetLossOutput(compute + bound, compute, bound, ratio.detach().float())
 
 

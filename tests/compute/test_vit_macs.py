@@ -204,7 +204,7 @@ def test_budget_loss_moves_vit_ratio_toward_target() -> None:
     for _ in range(15):
         x = torch.randn(8, 3, size, size)
         model(x)
-        out = loss_fn(model, x, epoch=0)
+        out = loss_fn(model, x, progress=0.0)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from timm_gated_ssl.budget import BoundLoss
 from timm_gated_ssl.recipe import PretrainConfig, parse_overrides
 
 CONFIGS = sorted((Path(__file__).parents[2] / "recipes" / "configs").glob("*.yaml"))
@@ -48,3 +49,22 @@ def test_shipped_configs_load(path: Path) -> None:
         assert (config.optimizer, config.lr, config.epochs, config.warmup_epochs) == ("lars", 0.3, 500, 10)
         assert config.budget_weight == 5.0 and config.lars_trust == 0.02
         assert config.gating == ("vanilla" not in path.stem)
+
+
+PAPER_CONFIGS = [p for p in CONFIGS if "_dual_" in p.stem]
+
+
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.stem)
+def test_paper_configs_keep_the_paper_settings(path: Path) -> None:
+    """Every paper config states the paper's loss settings, and its bound relaxation on progress
+    is, at every step, the paper's per-epoch one."""
+    config = PretrainConfig.load(path)
+    assert (config.bound_centre, config.pairing, config.distill_weight) == ("sqrt", "asymmetric", 0.0)
+    assert (config.gate_noise_schedule, config.dense_warmup_epochs) == ("constant", 0.0)
+    as_run = BoundLoss(schedule=config.bound_schedule, decay=config.bound_decay, alpha=config.bound_alpha)
+    literal = BoundLoss(schedule="epoch", alpha=0.02)  # METHOD.md: p = exp(-0.02 * epoch)
+    steps_per_epoch = 98  # CIFAR's 50k / 512; the equality holds for any value
+    total = config.epochs * steps_per_epoch
+    for step in range(0, total + 1, 997):
+        p_run = as_run.relaxation(progress=step / total, epoch=step / steps_per_epoch)
+        assert p_run == pytest.approx(literal.relaxation(epoch=step / steps_per_epoch), rel=1e-12)

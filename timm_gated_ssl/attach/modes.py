@@ -35,6 +35,23 @@ def set_gate_mode(model: nn.Module, mode: str) -> nn.Module:
     return model
 
 
+def set_gate_noise(model: nn.Module, scale: float) -> nn.Module:
+    """Scale the logistic noise of every gate's training estimator and return the model.
+
+    1 is the paper's estimator; 0 makes training-mode masks the deterministic inference masks
+    (the straight-through gradient still flows). Inference (``eval()``) never draws noise.
+
+    Raises:
+        ValueError: ``scale`` is not in [0, 1].
+        NoGatesError: ``model`` has no gates.
+    """
+    if not 0.0 <= scale <= 1.0:
+        raise ValueError(f"gate noise scale must be in [0, 1], got {scale!r}")
+    for _, gate in require_gates(model):
+        gate.noise_scale = float(scale)
+    return model
+
+
 def get_gate_mode(model: nn.Module) -> str:
     """The mode of ``model``'s gates (they are always switched together)."""
     return require_gates(model)[0][1].mode

@@ -91,6 +91,8 @@ class BlockGate(nn.Module):
         # A gate is on when ``logit - logit_offset >= 0``; calibration moves the offset.
         self.register_buffer("logit_offset", torch.zeros(()))
         self.mode: str = "dense"
+        # Scale of the training noise (1: the paper's estimator); set by ``set_gate_noise``.
+        self.noise_scale: float = 1.0
         self.masks: tuple[torch.Tensor, ...] | None = None
         self._active: tuple[torch.Tensor, ...] | None = None
         self.mask_points: tuple[MaskPoint, ...] = ()
@@ -109,7 +111,8 @@ class BlockGate(nn.Module):
 
     def compute_masks(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Masks for the block input ``x``: stochastic in training, deterministic in eval."""
-        mask = straight_through_gate(self.logits(x), tau=self.config.tau, stochastic=self.training)
+        mask = straight_through_gate(self.logits(x), tau=self.config.tau, stochastic=self.training,
+                                     noise_scale=self.noise_scale)
         return tuple(torch.split(mask, self.widths, dim=1))
 
     # ----------------------------------------------------------------------------------- hooks

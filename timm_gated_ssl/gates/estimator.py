@@ -21,7 +21,7 @@ def logistic_noise(like: torch.Tensor) -> torch.Tensor:
 
 
 def straight_through_gate(
-    logits: torch.Tensor, *, tau: float = DEFAULT_TAU, stochastic: bool = True
+    logits: torch.Tensor, *, tau: float = DEFAULT_TAU, stochastic: bool = True, noise_scale: float = 1.0
 ) -> torch.Tensor:
     """Turn gate logits into a 0/1 mask.
 
@@ -36,7 +36,8 @@ def straight_through_gate(
     """
     if not stochastic:
         return (logits >= 0).to(logits.dtype)
-    soft = torch.sigmoid((logits + logistic_noise(logits)) / tau)
+    noisy = logits + noise_scale * logistic_noise(logits) if noise_scale else logits
+    soft = torch.sigmoid(noisy / tau)
     return _HardThreshold.apply(soft)
 
 

@@ -16,8 +16,10 @@ from typing import Any
 
 import yaml
 
+from ..budget import BOUND_CENTRES, BOUND_SCHEDULES
 from ..errors import check_budget
-from ..ssl import SSL_LOSSES
+from ..ssl import DISTILL_TARGETS, SSL_LOSSES
+from .dual import NOISE_SCHEDULES, PAIRINGS
 
 OPTIMIZERS = ("lars", "sgd", "adamw")
 
@@ -36,7 +38,18 @@ class PretrainConfig:
     Method:
         method: SSL method: vicreg, simsiam, simclr or byol.
         projector_hidden_dim / projector_out_dim: Projector widths (None: the method's default).
-        budget_weight: ``lambda`` of the compute loss; bound_weight: ``gamma``; bound_alpha: ``alpha``.
+        budget_weight: ``lambda`` of the compute loss; bound_weight: ``gamma``.
+        bound_schedule: ``progress`` (default): ``p = exp(-bound_decay * step / total_steps)``;
+            ``epoch``: the paper's literal ``p = exp(-bound_alpha * epoch)``. Equal for a 500-epoch
+            run with the defaults (10 = 0.02 x 500); only ``progress`` fully relaxes a short run.
+        bound_centre: Where the density bounds start: ``sqrt`` (paper, ``sqrt(t_d)``) or
+            ``linear`` (``t_d``, the density at which channel gates cost ``t_d``).
+        pairing: ``asymmetric`` (paper: gated(v1)-dense(v2)) or ``symmetric`` (both pairs).
+        distill_weight: In-place distillation of the gated pass towards the detached dense
+            features of the same view (Yu & Huang, ICCV 2019); 0 = off (paper).
+        distill_on: ``features`` (backbone) or ``embeddings`` (projector) for the distillation.
+        gate_noise_schedule: ``constant`` (paper) or ``cosine`` (gate noise annealed to 0).
+        dense_warmup_epochs: Dense-only epochs before the gates train (paper's ablation; 0).
         byol_momentum: Base momentum of BYOL's target network (cosine to 1).
         simclr_temperature: NT-Xent temperature.
     Data:
@@ -71,7 +84,15 @@ class PretrainConfig:
     projector_out_dim: int | None = None
     budget_weight: float = 5.0
     bound_weight: float = 1.0
+    bound_schedule: str = "progress"
+    bound_decay: float = 10.0
     bound_alpha: float = 0.02
+    bound_centre: str = "sqrt"
+    pairing: str = "asymmetric"
+    distill_weight: float = 0.0
+    distill_on: str = "features"
+    gate_noise_schedule: str = "constant"
+    dense_warmup_epochs: float = 0.0
     byol_momentum: float = 0.996
     simclr_temperature: float = 0.2
 
@@ -113,6 +134,14 @@ class PretrainConfig:
             raise ValueError(f"unknown method {self.method!r}; valid methods: {', '.join(SSL_LOSSES)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        for name, valid in (("bound_schedule", BOUND_SCHEDULES), ("bound_centre", BOUND_CENTRES),
+                            ("pairing", PAIRINGS), ("distill_on", DISTILL_TARGETS),
+                            ("gate_noise_schedule", NOISE_SCHEDULES)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
+        for name in ("bound_decay", "bound_alpha", "distill_weight", "dense_warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("epochs", "batch_size", "grad_accum_steps", "log_every", "knn_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")

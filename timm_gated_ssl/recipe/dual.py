@@ -6,19 +6,46 @@ two embeddings, plus the compute and bound losses (Krishna et al., BMVC 2023, Se
 Both passes run inside one ``forward`` so that DDP sees every parameter used once per step. With
 ``gating=False`` both views take the dense pass and the budget terms vanish: the vanilla baseline
 with the identical recipe.
+
+Options beyond the paper (each off by default, measured in docs/results.md):
+
+* ``pairing="symmetric"``: both pairings, gated(v1)-dense(v2) and dense(v1)-gated(v2), averaged
+  (four passes a step instead of two), so that each mode sees both views;
+* ``distill``: in-place distillation of the gated pass towards the detached dense features of the
+  same view (:class:`~timm_gated_ssl.ssl.FeatureDistillLoss`; Yu & Huang, ICCV 2019);
+* ``noise_schedule="cosine"``: the gates' logistic training noise annealed from 1 to 0 over
+  training, so that the last steps train the deterministic masks inference uses;
+* ``gating_active=False`` in ``forward``: a dense-only step (both views dense, no budget terms),
+  for a dense warm-up before the gates are trained (the paper's ablation).
 """
 
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from ..attach import gate_masks, gate_mode, has_gates, set_gate_mode
-from ..budget import BudgetLoss
-from ..ssl import MomentumEncoder, SSLObjective
+from ..attach import gate_masks, gate_mode, has_gates, set_gate_mode, set_gate_noise
+from ..budget import BudgetLoss, BudgetLossOutput
+from ..ssl import DISTILL_TARGETS, FeatureDistillLoss, MomentumEncoder, SSLObjective
+
+PAIRINGS = ("asymmetric", "symmetric")
+"""Which passes see which view: the paper's one pair, or both pairs averaged."""
+NOISE_SCHEDULES = ("constant", "cosine")
+"""Gate noise over training: the paper's constant scale 1, or cosine from 1 to 0."""
+
+
+def gate_noise_scale(schedule: str, progress: float) -> float:
+    """Scale of the gates' logistic noise at ``progress`` (steps done / total steps) in [0, 1]."""
+    if schedule not in NOISE_SCHEDULES:
+        raise ValueError(f"unknown gate noise schedule {schedule!r}; valid: {', '.join(NOISE_SCHEDULES)}")
+    if schedule == "constant":
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
 @dataclass
@@ -45,6 +72,10 @@ class DualSSLModel(nn.Module):
         gating: Co-train the gated mode (False: vanilla dense SSL).
         budget_loss: ``lambda * (F_g/F_d - t_d)^2 + gamma * L_bound`` (required with gating).
         momentum_target: Keep a BYOL momentum copy of backbone and projector as the target.
+        pairing: ``"asymmetric"`` (paper) or ``"symmetric"`` (see the module docstring).
+        distill: In-place distillation loss of the gated pass (None: off, the paper's setting).
+        distill_on: ``"features"`` (backbone features) or ``"embeddings"`` (projector outputs).
+        noise_schedule: ``"constant"`` (paper) or ``"cosine"`` gate noise over training.
     """
 
     def __init__(
@@ -55,6 +86,10 @@ class DualSSLModel(nn.Module):
         gating: bool,
         budget_loss: BudgetLoss | None = None,
         momentum_target: bool = False,
+        pairing: str = "asymmetric",
+        distill: FeatureDistillLoss | None = None,
+        distill_on: str = "features",
+        noise_schedule: str = "constant",
     ) -> None:
         super().__init__()
         if gating and not has_gates(backbone):
@@ -69,10 +104,19 @@ class DualSSLModel(nn.Module):
             )
         if gating and budget_loss is None:
             raise ValueError("gating=True needs a budget_loss")
+        if pairing not in PAIRINGS:
+            raise ValueError(f"unknown pairing {pairing!r}; valid: {', '.join(PAIRINGS)}")
+        if distill_on not in DISTILL_TARGETS:
+            raise ValueError(f"unknown distill_on {distill_on!r}; valid: {', '.join(DISTILL_TARGETS)}")
+        gate_noise_scale(noise_schedule, 0.0)  # validates the name
         self.backbone = backbone
         self.objective = objective
         self.gating = gating
         self.budget_loss = budget_loss
+        self.pairing = pairing
+        self.distill = distill
+        self.distill_on = distill_on
+        self.noise_schedule = noise_schedule
         self.target: MomentumEncoder | None = None
         if momentum_target:
             target = nn.ModuleDict({
@@ -88,35 +132,79 @@ class DualSSLModel(nn.Module):
         with torch.no_grad():
             return nets["projector"](nets["backbone"](images))
 
-    def forward(self, view_gated: Tensor, view_dense: Tensor, *, epoch: float = 0.0) -> StepOutput:
+    def _pass(self, images: Tensor, mode: str) -> Tensor:
+        if not self.gating:
+            return self.backbone(images)
+        with gate_mode(self.backbone, mode):
+            return self.backbone(images)
+
+    def _budget(
+        self, images: Tensor, masks: Mapping[str, Sequence[Tensor]], progress: float | None, epoch: float | None
+    ) -> BudgetLossOutput:
+        assert self.budget_loss is not None
+        return self.budget_loss(self.backbone, images, progress=progress, epoch=epoch, masks=masks)
+
+    def _distill(self, h_gated: Tensor, h_dense: Tensor) -> Tensor:
+        assert self.distill is not None
+        if self.distill_on == "embeddings":
+            h_gated, h_dense = self.objective.projector(h_gated), self.objective.projector(h_dense.detach())
+        return self.distill(h_gated, h_dense)
+
+    def forward(
+        self,
+        view_gated: Tensor,
+        view_dense: Tensor,
+        *,
+        progress: float | None = None,
+        epoch: float | None = None,
+        gating_active: bool = True,
+    ) -> StepOutput:
         """One co-training step's loss.
 
         Args:
             view_gated: First augmented view; takes the gated pass (dense without gating).
             view_dense: Second augmented view; takes the dense pass.
-            epoch: Fractional epoch, for the bound loss's relaxation schedule.
+            progress: Optimizer steps done / total steps in [0, 1] (bound relaxation, gate noise).
+            epoch: Fractional epoch (the bound loss's ``"epoch"`` schedule).
+            gating_active: False runs a dense-only step (dense warm-up): both views dense, no
+                budget terms.
         """
-        if self.gating:
-            with gate_mode(self.backbone, "gated"):
-                h_gated = self.backbone(view_gated)
-            with gate_mode(self.backbone, "dense"):
-                h_dense = self.backbone(view_dense)
-        else:
-            h_gated, h_dense = self.backbone(view_gated), self.backbone(view_dense)
-
         targets = {}
         if self.target is not None:
             targets = {"target_a": self._target(view_gated), "target_b": self._target(view_dense)}
-        ssl = self.objective(h_gated, h_dense, **targets)
-        terms = {"ssl": ssl.loss.detach(), **ssl.terms}
-        loss = ssl.loss
-        if not self.gating:
-            return StepOutput(loss, terms)
+        if not (self.gating and gating_active):
+            ssl = self.objective(self._pass(view_gated, "dense"), self._pass(view_dense, "dense"), **targets)
+            return StepOutput(ssl.loss, {"ssl": ssl.loss.detach(), **ssl.terms})
 
-        assert self.budget_loss is not None
-        budget = self.budget_loss(self.backbone, view_gated, epoch=epoch, masks=gate_masks(self.backbone))
-        terms.update(compute=budget.compute.detach(), bound=budget.bound.detach())
-        return StepOutput(loss + budget.loss, terms, budget.mac_ratio)
+        if self.training:
+            set_gate_noise(self.backbone, gate_noise_scale(self.noise_schedule, progress or 0.0))
+        h_gated = self._pass(view_gated, "gated")
+        budgets = [self._budget(view_gated, gate_masks(self.backbone), progress, epoch)]
+        h_dense = self._pass(view_dense, "dense")
+        ssl = self.objective(h_gated, h_dense, **targets)
+        losses = [ssl.loss]
+        teacher = None  # dense features of the gated pass's view
+        if self.pairing == "symmetric":
+            teacher = self._pass(view_gated, "dense")
+            h_gated_b = self._pass(view_dense, "gated")
+            budgets.append(self._budget(view_dense, gate_masks(self.backbone), progress, epoch))
+            losses.append(self.objective(teacher, h_gated_b, **targets).loss)
+        ssl_loss = torch.stack(losses).mean()
+        terms = {"ssl": ssl_loss.detach(), **ssl.terms}
+        loss = ssl_loss + torch.stack([b.loss for b in budgets]).mean()
+        terms.update(compute=torch.stack([b.compute for b in budgets]).mean().detach(),
+                     bound=torch.stack([b.bound for b in budgets]).mean().detach())
+        if self.distill is not None:
+            if teacher is None:
+                with torch.no_grad():
+                    teacher = self._pass(view_gated, "dense")
+            distill = self._distill(h_gated, teacher)
+            if self.pairing == "symmetric":
+                distill = 0.5 * (distill + self._distill(h_gated_b, h_dense))
+            terms["distill"] = distill.detach()
+            loss = loss + distill
+        mac_ratio = torch.stack([b.mac_ratio for b in budgets]).mean()
+        return StepOutput(loss, terms, mac_ratio)
 
     @torch.no_grad()
     def update_target(self, tau: float) -> None:

@@ -11,6 +11,7 @@ from timm_gated_ssl.ssl.byol import (
     cosine_momentum_schedule,
     update_momentum,
 )
+from timm_gated_ssl.ssl.distill import DISTILL_TARGETS, FeatureDistillLoss
 from timm_gated_ssl.ssl.distributed import gather_with_grad
 from timm_gated_ssl.ssl.heads import Predictor, Projector
 from timm_gated_ssl.ssl.objective import (
@@ -24,9 +25,11 @@ from timm_gated_ssl.ssl.simsiam import SimSiamLoss, SimSiamPredictor
 from timm_gated_ssl.ssl.vicreg import VICRegLoss, VICRegOutput
 
 __all__ = [
+    "DISTILL_TARGETS",
     "SSL_LOSSES",
     "BYOLLoss",
     "BYOLPredictor",
+    "FeatureDistillLoss",
     "MomentumEncoder",
     "NTXentLoss",
     "Predictor",
