@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -124,12 +123,9 @@ def train(name: str, protocol: str, out: Path) -> None:
 
 def evaluate(name: str, protocol: str, out: Path) -> dict[str, Any]:
     """Evaluate one trained run (dense, gated at its threshold, calibrated to its t_d)."""
-    import torch
-
     import timm_gated_ssl  # noqa: F401
     from timm_gated_ssl.eval.checkpoint import evaluate_checkpoint
 
-    torch.set_num_threads(os.cpu_count() or 2)
     budget = budget_of(name)
     budgets: tuple[float, ...] = ()
     if budget is not None:
