@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import reproduce_small as small  # noqa: E402  (the run definitions and the row summaries)
+import reproduce_small as small
 
 ROOT = small.ROOT
 
