@@ -37,6 +37,7 @@ from .errors import (
     UncalibratedBudgetError,
     UnsupportedModelError,
 )
+from .export import export_onnx
 from .gates import BlockGate, GateConfig
 from .hub import load_from_hub, push_to_hub
 
@@ -63,6 +64,7 @@ __all__ = [
     "convert_sync_batchnorm",
     "count_macs",
     "detach_gates",
+    "export_onnx",
     "export_static",
     "gate_config",
     "gate_masks",
