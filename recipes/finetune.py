@@ -283,13 +283,19 @@ def main(argv: list[str] | None = None) -> None:
     accelerator.end_training()
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> int:
+    """``main`` with bad input reported as one ``error: ...`` line on stderr (exit status 2)."""
     try:
-        main()
-    except (GatingError, ValueError, TypeError, FileExistsError, FileNotFoundError, NonFiniteLossError) as error:
+        main(argv)
+    except (GatingError, ValueError, TypeError, KeyError, FileExistsError, FileNotFoundError,
+            NonFiniteLossError) as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.stdout.flush()
-        os._exit(2)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    code = cli()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)  # gloo may abort at interpreter exit after the work is done
+    os._exit(code)  # gloo may abort at interpreter exit after the work is done
