@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,7 @@ def export_onnx(
         ImportError: onnx / onnxscript are not installed (the message names the extra).
         ValueError: A malformed ``input_size``.
     """
-    from ..attach import get_gate_mode, has_gates
+    from ..attach import get_gate_mode, has_gates, iter_gates
 
     _require("onnx", "onnxscript")
     size = _check_input_size(input_size)
@@ -112,9 +113,13 @@ def export_onnx(
     example = torch.randn(2 if dynamic_batch else 1, *size, device=device)
     dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
     flags = {name: module.training for name, module in model.named_modules()}
+    gates = [gate for _, gate in iter_gates(model)] if has_gates(model) else []
+    recorded = [(gate.masks, getattr(gate, "_active", None)) for gate in gates]
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # The gates record their last masks as plain attributes; tracing warns about that.
+            warnings.filterwarnings("ignore", message=".*were assigned during export.*")
             torch.onnx.export(
                 model, (example,), str(out), dynamo=True, input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME], dynamic_shapes=dynamic_shapes,
@@ -123,6 +128,8 @@ def export_onnx(
     finally:
         for name, module in model.named_modules():
             module.training = flags.get(name, module.training)
+        for gate, (masks, active) in zip(gates, recorded):  # no traced tensors left behind
+            gate.masks, gate._active = masks, active
     mode = get_gate_mode(model) if has_gates(model) else None
     return OnnxExport(out, size, dynamic_batch, mode)
 
