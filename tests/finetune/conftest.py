@@ -11,9 +11,10 @@ import pytest
 
 from tests.recipe.conftest import ROOT, TINY, load_pretrain_module
 
-# A few steps on 64 images, a tenth of the test split's size: seconds per run on 2 cores.
+# A few steps on 64 images: seconds per run on 2 cores. The narrow 16 px model's MAC fraction moves
+# in steps of about 0.02, so calibration gets a tolerance of 0.03.
 FINETUNE_TINY = ["--cpu", "--no_progress", "--dataset", "digits", "--train_subset", "64",
-                 "--batch_size", "32", "--epochs", "1", "--log_every", "1"]
+                 "--batch_size", "32", "--epochs", "1", "--log_every", "1", "--calibration_tol", "0.03"]
 
 
 def load_finetune_module() -> Any:
