@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 import timm_gated_ssl
 from timm_gated_ssl import gate_config, has_gates
 from timm_gated_ssl.budget import BudgetLoss, gated_param_groups
+from timm_gated_ssl.calibration import budget_key
 from timm_gated_ssl.errors import GatingError, NoGatesError
 from timm_gated_ssl.eval.loading import load_run
 from timm_gated_ssl.finetune import (
@@ -246,7 +247,8 @@ def main(argv: list[str] | None = None) -> None:
         metrics["calibration_mac_fraction"] = calibration[target].mac_fraction
         specs = [HeadSpec("dense", "dense"),
                  HeadSpec("gated", "gated", target, calibration[target].offset, True)]
-        specs += [HeadSpec(f"gated_t{b:g}", "gated", b, r.offset, True) for b, r in calibration.items() if b != target]
+        specs += [HeadSpec(f"gated_t{budget_key(b)}", "gated", b, r.offset, True)
+                  for b, r in calibration.items() if b != target]
         trained = dict(unwrapped.heads.heads.items())
         heads = {s.key: trained["dense" if s.mode == "dense" else "gated"] for s in specs}
         results = evaluate_heads(backbone, heads, specs, test_loader, image_size=image_size, accelerator=accelerator)

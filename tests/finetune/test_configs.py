@@ -14,6 +14,15 @@ import timm
 
 import timm_gated_ssl
 from tests.recipe.conftest import ROOT
+from timm_gated_ssl.finetune import FinetuneConfig
+
+
+def test_every_finetune_config_loads() -> None:
+    paths = sorted((ROOT / "recipes" / "configs").glob("finetune_*.yaml"))
+    assert [p.stem for p in paths] == ["finetune_quickstart", "finetune_quickstart_full"]
+    for path in paths:
+        config = FinetuneConfig.load(path)
+        assert config.checkpoint == "runs/quickstart" and config.dataset == "digits"
 
 
 @pytest.mark.parametrize("name", ["finetune_quickstart", "finetune_quickstart_full"])

@@ -63,3 +63,8 @@ def test_unknown_key_and_missing_dataset(finetune: Any, tmp_path: Path, capsys: 
     assert "valid keys" in _cli(finetune, capsys, "--checkpoint", "x", "--output_dir", str(tmp_path), "--lr_x", "1")
     code = finetune.cli(["--checkpoint", "x", "--output_dir", str(tmp_path)])
     assert code == 2 and "--dataset is required" in capsys.readouterr().err
+
+
+def test_budget_needs_mode_full(finetune: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _cli(finetune, capsys, "--checkpoint", "x", "--output_dir", str(tmp_path), "--budget", "0.3")
+    assert "mode full" in err and "use budgets" in err

@@ -75,3 +75,16 @@ def test_seeds_give_mean_and_std_and_a_head_per_budget(finetune: Any, tiny_check
     model = timm.create_model(f"local-dir:{tmp_path}", pretrained=True)
     assert timm_gated_ssl.gate_config(model).budget == 0.5
     assert list(timm_gated_ssl.calibrated_budgets(model)) == [0.3]
+
+
+def test_vanilla_checkpoint_gets_one_head(finetune: Any, tmp_path: Path) -> None:
+    """A checkpoint without gates (the vanilla baseline) is linearly evaluated with one head."""
+    from timm.models import save_for_hf
+
+    plain = tmp_path / "plain"
+    save_for_hf(timm.create_model("resnet18_cifar", channels=[8, 16, 32, 64], num_classes=0), plain,
+                safe_serialization=True)
+    metrics = run_finetune(finetune, plain, tmp_path / "out", "--image_size", "16", "--max_steps", "1")
+    assert metrics["mac_fraction_vanilla"] == 1.0 and "top1_gated" not in metrics
+    model = timm.create_model(f"local-dir:{tmp_path / 'out'}", pretrained=True)
+    assert model.num_classes == 10 and not timm_gated_ssl.has_gates(model)

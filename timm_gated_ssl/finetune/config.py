@@ -127,6 +127,10 @@ class FinetuneConfig:
                              f"warmup_epochs={self.warmup_epochs}, min_lr={self.min_lr}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be one or more distinct integers, got {self.seeds!r}")
+        if self.mode == "linear" and self.budget is not None:
+            raise ValueError(f"budget={self.budget:g} is the target of mode full; in mode linear the "
+                             "heads read the checkpoint's threshold, plus any calibrated budgets: "
+                             "use budgets instead")
         if self.mode == "full" and len(self.seeds) != 1:
             raise ValueError(f"mode full trains one model: give one seed, got seeds={self.seeds!r}")
 
