@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
                                     features[spec.key] = pooled_features(backbone, images)
                         out = model(features, labels)
                     else:
-                        out = model(images, labels, epoch=epoch_float)
+                        out = model(images, labels, epoch=epoch_float, progress=state.step / max(total_updates, 1))
                     bad = (~torch.isfinite(out.loss.detach())).float().reshape(1)
                     if accelerator.reduce(bad, "sum").item() > 0:
                         raise NonFiniteLossError(

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -143,13 +144,17 @@ class DualClassifier(nn.Module):
         self.heads = LinearHeads(specs, backbone.num_features, num_classes, label_smoothing=label_smoothing)
         self.budget_loss = budget_loss
 
-    def forward(self, images: Tensor, labels: Tensor, *, epoch: float = 0.0) -> StepOutput:
+    def forward(self, images: Tensor, labels: Tensor, *, epoch: float = 0.0, progress: float = 0.0) -> StepOutput:
         with gate_mode(self.backbone, "gated"):
             gated = pooled_features(self.backbone, images)
         with gate_mode(self.backbone, "dense"):
             dense = pooled_features(self.backbone, images)
         out = self.heads({"dense": dense, "gated": gated}, labels)
-        budget = self.budget_loss(self.backbone, images, epoch=epoch, masks=gate_masks(self.backbone))
+        # The bound loss's schedule reads the fractional epoch or the training progress, whichever
+        # this BudgetLoss takes.
+        accepted = inspect.signature(self.budget_loss.forward).parameters
+        when = {k: v for k, v in (("epoch", epoch), ("progress", progress)) if k in accepted}
+        budget = self.budget_loss(self.backbone, images, masks=gate_masks(self.backbone), **when)
         terms = {**out.terms, "compute": budget.compute.detach(), "bound": budget.bound.detach()}
         return StepOutput(out.loss + budget.loss, terms, budget.mac_ratio)
 
