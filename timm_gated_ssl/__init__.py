@@ -38,6 +38,7 @@ from .errors import (
     UncalibratedBudgetError,
     UnsupportedModelError,
 )
+from .export import export_onnx
 from .gates import BlockGate, GateConfig
 from .hub import load_from_hub, push_to_hub
 
@@ -64,6 +65,7 @@ __all__ = [
     "convert_sync_batchnorm",
     "count_macs",
     "detach_gates",
+    "export_onnx",
     "export_static",
     "gate_config",
     "gate_masks",

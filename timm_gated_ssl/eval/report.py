@@ -294,8 +294,9 @@ class EvaluationResult:
                 f"{entry.linear_top1:.2f} ± {entry.linear_top1_std:.2f} ({entry.linear_runs} runs)"
             )
 
+        top1 = str(self.protocol.get("top1_name", "Linear-probe top-1")).replace("Linear-probe", "linear")
         header = (
-            "| mode | t_d | linear top-1 (%) | k-NN top-1 (%, k=20) | 1-NN top-1 (%) "
+            f"| mode | t_d | {top1} (%) | k-NN top-1 (%, k=20) | 1-NN top-1 (%) "
             "| MACs / image | MAC fraction | FLOPs reduction |"
         )
         lines = [

@@ -107,11 +107,12 @@ def _label(entry: ModeEvaluation) -> tuple[str, str]:
 def _eval_results(results: EvaluationResult) -> list[EvalResult]:
     """One :class:`EvalResult` per metric of every entry (accuracies in %, MACs per image)."""
     hub_id, pretty = _dataset_ids(results.dataset)
+    top1 = str(results.protocol.get("top1_name", "Linear-probe top-1"))  # e.g. a fine-tuned run's
     out: list[EvalResult] = []
     for entry in results.entries:
         config, label = _label(entry)
         metrics: list[tuple[str, str, float | None]] = [
-            ("accuracy", f"Linear-probe top-1 (%) [{label}]", entry.linear_top1),
+            ("accuracy", f"{top1} (%) [{label}]", entry.linear_top1),
             ("accuracy", f"k-NN top-1 (%, k=20) [{label}]", entry.knn_top1),
             ("accuracy", f"1-NN top-1 (%) [{label}]", entry.knn1_top1),
             ("macs", f"MACs per image [{label}]", entry.macs),
@@ -200,7 +201,7 @@ def build_model_card(
     name = repo_id.split("/")[-1]
     data = ModelCardData(
         library_name="timm",
-        pipeline_tag="image-feature-extraction",
+        pipeline_tag="image-classification" if model_args.get("num_classes") else "image-feature-extraction",
         license=license,
         tags=all_tags,
         datasets=dataset_ids or None,

@@ -1,0 +1,303 @@
+#!/usr/bin/env python
+"""Train a classifier on a pretrained (gated) encoder: the paper's linear evaluation, or a full
+fine-tune that keeps the gated mode at its budget.
+
+    accelerate launch recipes/finetune.py --checkpoint runs/quickstart --dataset digits \
+        --output_dir runs/quickstart_linear [--config recipes/configs/finetune_quickstart.yaml] \
+        [--mode linear|full] [--key value ...]
+
+Any field of ``timm_gated_ssl.finetune.FinetuneConfig`` can be overridden as ``--key value``
+(``--checkpoint`` and ``--dataset`` are fields too). ``--mode linear``: frozen backbone in eval
+mode, one zero-initialised linear head per mode and budget, trained on augmented crops, top-1 mean
+and std over ``seeds``. ``--mode full``: backbone and a dense and a gated head trained together with
+cross-entropy plus the budget losses, then the budgets re-calibrated. The output folder is a timm
+classifier (``timm.create_model("local-dir:OUT", pretrained=True)`` after ``import timm_gated_ssl``),
+``heads.safetensors``, ``metrics.json`` and ``results.json`` (for ``recipes/push_to_hub.py``).
+Reads top to bottom: config, checkpoint, data, heads, optimizer, ``prepare``, loop, evaluate, export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from tqdm.auto import tqdm
+
+import timm_gated_ssl
+from timm_gated_ssl import gate_config, has_gates
+from timm_gated_ssl.budget import BudgetLoss, gated_param_groups
+from timm_gated_ssl.calibration import budget_key
+from timm_gated_ssl.errors import GatingError, NoGatesError
+from timm_gated_ssl.eval.loading import load_run
+from timm_gated_ssl.finetune import (
+    DualClassifier,
+    FinetuneConfig,
+    FinetuneState,
+    HeadResult,
+    HeadSpec,
+    LinearHeads,
+    build_finetune_data,
+    build_results,
+    evaluate_heads,
+    export_classifier,
+    head_specs,
+    pooled_features,
+)
+from timm_gated_ssl.finetune.budgets import calibrate_keeping_operating_point, recalibrate
+from timm_gated_ssl.finetune.heads import running
+from timm_gated_ssl.recipe import (
+    NonFiniteLossError,
+    prepare_output_dir,
+    resolve_checkpoint,
+    save_training_state,
+)
+from timm_gated_ssl.recipe.outputs import write_json
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, FinetuneConfig]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=None, help="YAML file of FinetuneConfig fields")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a state folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in output_dir")
+    parser.add_argument("--report_to", default=None, help="tensorboard, wandb, all, ... (Accelerate trackers)")
+    parser.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
+    parser.add_argument("--cpu", action="store_true", help="force the CPU")
+    parser.add_argument("--no_progress", action="store_true")
+    args, rest = parser.parse_known_args(argv)
+    config = FinetuneConfig.load(args.config, rest)
+    config.check_inputs()
+    return args, config
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, config = parse_args(argv)
+    accelerator = Accelerator(
+        cpu=args.cpu, mixed_precision=args.mixed_precision, log_with=args.report_to,
+        project_dir=args.output_dir, dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    output_dir = Path(args.output_dir)
+    resuming = args.resume_from_checkpoint is not None
+    if accelerator.is_main_process:
+        prepare_output_dir(output_dir, overwrite=args.overwrite, resuming=resuming)
+    accelerator.wait_for_everyone()
+    set_seed(config.seeds[0], device_specific=True)
+
+    # ---- checkpoint: the pretrained encoder (pooled features), gated or not
+    loaded = load_run(config.checkpoint)
+    backbone = loaded.model
+    backbone.reset_classifier(0)
+    gated = has_gates(backbone)
+    if not gated and (config.mode == "full" or config.budget is not None or config.budgets):
+        raise NoGatesError(
+            f"{loaded.source} ({loaded.name}) has no gates: mode full and budget/budgets need a gated "
+            "checkpoint (a gated_* architecture); use --mode linear without budgets for a vanilla baseline"
+        )
+    trained_budget = gate_config(backbone).budget if gated else None
+    target = config.budget if config.budget is not None else trained_budget
+
+    # ---- data: augmented training crops, test split, held-out calibration images
+    data = build_finetune_data(config, pretrain_config=loaded.pretrain_config,
+                               need_calibration=config.mode == "full" or bool(config.budgets),
+                               world_size=accelerator.num_processes)
+    num_classes, image_size = data.protocol.num_classes, data.protocol.image_size
+    if accelerator.is_main_process:
+        FinetuneConfig.from_dict({**config.to_dict(), "image_size": image_size}).save(output_dir / "config.yaml")
+    backbone.to(accelerator.device)
+
+    # ---- heads (+ backbone in full mode)
+    if config.mode == "linear":
+        calibrated = {}
+        if config.budgets:
+            calibrated = calibrate_keeping_operating_point(backbone, data.calibration, config.budgets,
+                                                           tol=config.calibration_tol)
+        offset = float(next(iter(timm_gated_ssl.iter_gates(backbone)))[1].logit_offset) if gated else None
+        specs = head_specs(backbone, budget=trained_budget, offset=offset, calibrated=calibrated)
+        backbone.eval().requires_grad_(False)
+        model: torch.nn.Module = LinearHeads(specs, backbone.num_features, num_classes,
+                                             label_smoothing=config.label_smoothing)
+    else:
+        budget_loss = BudgetLoss(target, compute_weight=config.budget_weight,
+                                 bound_weight=config.bound_weight, alpha=config.bound_alpha)
+        model = DualClassifier(backbone, num_classes, budget_loss=budget_loss,
+                               label_smoothing=config.label_smoothing)
+        if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
+            model = timm_gated_ssl.convert_sync_batchnorm(model)
+
+    # ---- optimizer (timm) and per-step schedule: warm-up then cosine, restarted for every seed
+    updates_per_epoch = max(len(data.train) // accelerator.num_processes, 1)
+    total_updates = config.epochs * updates_per_epoch
+    lr = config.lr * config.batch_size * accelerator.num_processes / 256
+    optimizer = create_optimizer_v2(
+        gated_param_groups(model, weight_decay=config.weight_decay),
+        opt="larc" if config.optimizer == "lars" else config.optimizer, lr=lr,
+        weight_decay=config.weight_decay, momentum=config.momentum,
+    )
+    scheduler = CosineLRScheduler(
+        optimizer, t_initial=total_updates, lr_min=config.min_lr,
+        warmup_t=int(config.warmup_epochs * updates_per_epoch), warmup_lr_init=0.0,
+        warmup_prefix=True, t_in_epochs=False,
+    )
+    model, optimizer, loader = accelerator.prepare(model, optimizer, data.train)
+    test_loader = accelerator.prepare_data_loader(data.test)  # sharded; results gathered
+    state = FinetuneState()
+    accelerator.register_for_checkpointing(scheduler, state)
+    if resuming:
+        path = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
+        accelerator.load_state(str(path))
+        accelerator.print(f"resumed from {path} at run {state.run}, step {state.step} (epoch {state.epoch})")
+    if args.report_to:
+        scalars = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.to_dict().items()}
+        accelerator.init_trackers("timm_gated_ssl_finetune", config=scalars)
+
+    unwrapped = accelerator.unwrap_model(model)
+    max_updates = min(total_updates, config.max_steps or total_updates)
+    start_time, start_images = time.perf_counter(), state.images_seen
+    try:
+        while state.run < len(config.seeds):
+            seed = config.seeds[state.run]
+            loader.dataset.seed = seed  # the crops of this seed (SeededViews)
+            progress = tqdm(total=max_updates, initial=state.step, desc=f"{config.mode} seed {seed}",
+                            disable=args.no_progress or not accelerator.is_main_process, dynamic_ncols=True)
+            while state.epoch < config.epochs and state.step < max_updates:
+                loader.set_epoch(seed * 100_003 + state.epoch)  # sampler order: per seed and epoch
+                loader.dataset.set_epoch(state.epoch)
+                batches = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
+                model.train()
+                for images, labels in batches:
+                    epoch_float = state.epoch + state.batch_in_epoch / max(len(loader), 1)
+                    if config.mode == "linear":
+                        with torch.no_grad(), accelerator.autocast():
+                            features = {}
+                            for spec in specs:
+                                with running(backbone, spec):
+                                    features[spec.key] = pooled_features(backbone, images)
+                        out = model(features, labels)
+                    else:
+                        out = model(images, labels, epoch=epoch_float, progress=state.step / max(total_updates, 1))
+                    bad = (~torch.isfinite(out.loss.detach())).float().reshape(1)
+                    if accelerator.reduce(bad, "sum").item() > 0:
+                        raise NonFiniteLossError(
+                            f"the loss became {out.loss.item()} at step {state.step + 1} (epoch {state.epoch}, "
+                            f"seed {seed}); training stopped and the last saved training state is kept. "
+                            "Lower lr or use fp32 / bf16 instead of fp16."
+                        )
+                    accelerator.backward(out.loss)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    state.batch_in_epoch += 1
+                    state.images_seen += images.shape[0] * accelerator.num_processes
+                    state.step += 1
+                    scheduler.step_update(state.step)
+                    progress.update(1)
+                    if state.step % config.log_every == 0 or state.step == max_updates:
+                        logs = {"loss": out.loss.item(), **{k: v.item() for k, v in out.terms.items()},
+                                "lr": optimizer.param_groups[0]["lr"]}
+                        if out.mac_ratio is not None:
+                            logs["mac_ratio"] = accelerator.reduce(out.mac_ratio.detach().reshape(1), "mean").item()
+                        progress.set_postfix({k: f"{logs[k]:.3f}" for k in ("loss", "mac_ratio") if k in logs})
+                        accelerator.log(logs, step=state.run * total_updates + state.step)
+                    if state.step >= max_updates:
+                        break
+                else:
+                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                    if config.save_every and state.epoch % config.save_every == 0:
+                        save_training_state(accelerator, output_dir, state.run * total_updates + state.step)
+            progress.close()
+            if config.mode == "full":
+                break
+            # ---- linear: this seed's heads on the test split, then fresh heads for the next seed
+            if len(state.finished) == state.run:  # not yet evaluated (a resumed finished run is)
+                results = evaluate_heads(backbone, dict(unwrapped.heads.items()), specs, test_loader,
+                                         image_size=image_size, accelerator=accelerator)
+                state.finished.append([{**asdict(r.spec), "top1": r.top1, "macs": r.macs,
+                                        "mac_fraction": r.mac_fraction} for r in results])
+                accelerator.print(f"seed {seed}: " + ", ".join(f"{r.spec.name} {r.top1:.2f}" for r in results))
+            if state.run + 1 == len(config.seeds):
+                break
+            state.run, state.step, state.epoch, state.batch_in_epoch = state.run + 1, 0, 0, 0
+            unwrapped.reset()
+            optimizer.optimizer.state.clear()
+            scheduler.step_update(0)
+            save_training_state(accelerator, output_dir, state.run * total_updates)
+    except KeyboardInterrupt:
+        accelerator.print("interrupted: saving the training state")
+        save_training_state(accelerator, output_dir, state.run * total_updates + state.step)
+        accelerator.end_training()
+        sys.exit(130)
+    wall_time = time.perf_counter() - start_time
+    save_training_state(accelerator, output_dir, state.run * total_updates + state.step)
+
+    # ---- full: re-calibrate the budgets on held-out training images, then evaluate both heads
+    metrics: dict[str, object] = {"mode": config.mode, "steps": state.step, "seeds": list(config.seeds),
+                                  "world_size": accelerator.num_processes, "wall_time_s": wall_time,
+                                  "images_per_s": (state.images_seen - start_images) / max(wall_time, 1e-9)}
+    if config.mode == "full":
+        backbone.eval()
+        calibration = recalibrate(backbone, data.calibration, target, config.budgets, tol=config.calibration_tol)
+        metrics["calibration_mac_fraction"] = calibration[target].mac_fraction
+        specs = [HeadSpec("dense", "dense"),
+                 HeadSpec("gated", "gated", target, calibration[target].offset, True)]
+        specs += [HeadSpec(f"gated_t{budget_key(b)}", "gated", b, r.offset, True)
+                  for b, r in calibration.items() if b != target]
+        trained = dict(unwrapped.heads.heads.items())
+        heads = {s.key: trained["dense" if s.mode == "dense" else "gated"] for s in specs}
+        results = evaluate_heads(backbone, heads, specs, test_loader, image_size=image_size, accelerator=accelerator)
+        state.finished = [[{**asdict(r.spec), "top1": r.top1, "macs": r.macs, "mac_fraction": r.mac_fraction}
+                           for r in results]]
+    else:
+        heads = dict(unwrapped.heads.items())
+    runs = [[HeadResult(HeadSpec(**{k: v for k, v in row.items() if k in HeadSpec.__dataclass_fields__}),
+                        row["top1"], row["macs"], row["mac_fraction"]) for row in run] for run in state.finished]
+    evaluation = build_results(
+        runs, mode=config.mode, model_name=loaded.name, dataset=str(config.dataset), split=config.test_split,
+        protocol={"checkpoint": loaded.source, "mode": config.mode, "train_split": config.train_split,
+                  "train_images": len(data.protocol.train), "test_images": len(data.protocol.test),
+                  "image_size": image_size, "epochs": config.epochs, "seeds": list(config.seeds),
+                  "augment": config.augment, "calibration": data.protocol.calibration_source},
+    )
+    for entry, spec in zip(evaluation.entries, runs[0]):
+        name = spec.spec.name
+        metrics[f"top1_{name}"], metrics[f"top1_{name}_std"] = entry.linear_top1, entry.linear_top1_std
+        metrics[f"mac_fraction_{name}"] = entry.mac_fraction
+    if gated:
+        metrics.update(budget=target, mac_fraction=metrics["mac_fraction_gated"])
+    checksum = torch.stack([p.detach().double().sum() for p in unwrapped.parameters()]).sum()
+    gathered = accelerator.gather(checksum.reshape(1).to(accelerator.device))
+    metrics["ranks_in_sync"] = bool(torch.all(gathered == gathered[0]).item())
+
+    # ---- export: timm classifier + every head, results for the model card, metrics
+    if accelerator.is_main_process:
+        export_classifier(backbone, heads, "gated" if gated else "vanilla", output_dir)
+        write_json(output_dir / "results.json", evaluation.to_dict())
+        write_json(output_dir / "metrics.json", metrics)
+        print(evaluation.to_markdown())
+        print("final: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    accelerator.end_training()
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``main`` with bad input reported as one ``error: ...`` line on stderr (exit status 2)."""
+    try:
+        main(argv)
+    except (GatingError, ValueError, TypeError, KeyError, FileExistsError, FileNotFoundError,
+            NonFiniteLossError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    code = cli()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # gloo may abort at interpreter exit after the work is done

@@ -1,0 +1,211 @@
+"""Classifier heads per mode and budget, the two training steps, and their evaluation.
+
+* ``linear``: the paper's linear evaluation (Krishna et al., BMVC 2023, Table 1): the backbone is
+  frozen in eval mode (BatchNorm running statistics, deterministic gates) and one fresh linear head
+  per mode reads its pooled features: ``dense``, ``gated`` at the checkpoint's own threshold, and
+  ``gated`` at every calibrated budget. The heads start at zero: the problem is convex, so the
+  seeds only vary the crops and the batch order.
+* ``full``: :class:`DualClassifier` fine-tunes backbone and heads. Each step runs the gated pass
+  (stochastic gates) and the dense pass on the same batch, each with its own head and
+  cross-entropy, plus the budget losses on the gated pass, in one ``forward`` so that DDP sees every
+  parameter used once per step (as :class:`~timm_gated_ssl.recipe.DualSSLModel` in pretraining).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..attach import gate_masks, gate_mode, has_gates, iter_gates
+from ..budget import BudgetLoss
+from ..calibration import budget_key
+from ..compute import cost_table
+from ..eval.features import extract_features
+from ..recipe.dual import StepOutput
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+__all__ = ["DualClassifier", "HeadResult", "HeadSpec", "LinearHeads", "evaluate_heads",
+           "head_specs", "pooled_features"]
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One head: the mode it reads and, for gated heads, the gate offset it runs at.
+
+    Attributes:
+        name: ``dense``, ``gated`` (the checkpoint's threshold) or ``gated_t0.3`` (calibrated).
+        mode: ``dense``, ``gated``, or ``vanilla`` (a checkpoint without gates).
+        budget: The budget of a gated head (training ``t_d`` or calibration target).
+        offset: The global gate-logit offset of a gated head.
+        calibrated: The offset was calibrated to ``budget``.
+    """
+
+    name: str
+    mode: str
+    budget: float | None = None
+    offset: float | None = None
+    calibrated: bool = False
+
+    @property
+    def key(self) -> str:
+        """The name as a ``nn.ModuleDict`` key (no dots)."""
+        return self.name.replace(".", "p")
+
+
+def head_specs(backbone: nn.Module, *, budget: float | None, offset: float | None,
+               calibrated: dict[float, float]) -> list[HeadSpec]:
+    """The heads of a run: dense, gated at ``offset``, gated at each calibrated ``{budget: offset}``."""
+    if not has_gates(backbone):
+        return [HeadSpec("vanilla", "vanilla")]
+    specs = [HeadSpec("dense", "dense"), HeadSpec("gated", "gated", budget, offset)]
+    specs += [HeadSpec(f"gated_t{budget_key(b)}", "gated", b, o, True) for b, o in calibrated.items()]
+    return specs
+
+
+def set_offset(backbone: nn.Module, offset: float) -> None:
+    for _, gate in iter_gates(backbone):
+        gate.logit_offset.fill_(offset)
+
+
+@contextlib.contextmanager
+def running(backbone: nn.Module, spec: HeadSpec) -> Iterator[None]:
+    """Run the body in ``spec``'s mode (and gate offset); both are restored afterwards."""
+    if spec.mode == "vanilla":
+        yield
+        return
+    gates = list(iter_gates(backbone))
+    saved = float(gates[0][1].logit_offset)
+    if spec.offset is not None:
+        set_offset(backbone, spec.offset)
+    try:
+        with gate_mode(backbone, spec.mode):
+            yield
+    finally:
+        set_offset(backbone, saved)
+
+
+def pooled_features(backbone: nn.Module, images: Tensor) -> Tensor:
+    """Pooled pre-logits features ``[B, D]`` (the backbone keeps ``num_classes=0``)."""
+    return backbone.forward_head(backbone.forward_features(images), pre_logits=True)
+
+
+class LinearHeads(nn.Module):
+    """One ``nn.Linear(dim, num_classes)`` per head, zero-initialised; ``forward`` maps
+    ``{key: features}`` to the summed cross-entropy and the per-head logits."""
+
+    def __init__(self, specs: Sequence[HeadSpec], dim: int, num_classes: int, *,
+                 label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.specs = list(specs)
+        self.heads = nn.ModuleDict({s.key: nn.Linear(dim, num_classes) for s in specs})
+        self.label_smoothing = label_smoothing
+        self.reset()
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        for head in self.heads.values():
+            head.weight.zero_()
+            head.bias.zero_()
+
+    def forward(self, features: dict[str, Tensor], labels: Tensor) -> StepOutput:
+        terms = {}
+        loss = torch.zeros((), device=labels.device)
+        for key, head in self.heads.items():
+            term = F.cross_entropy(head(features[key].float()), labels, label_smoothing=self.label_smoothing)
+            terms[f"ce_{key}"] = term.detach()
+            loss = loss + term
+        return StepOutput(loss, terms)
+
+
+class DualClassifier(nn.Module):
+    """Backbone + a dense and a gated head + the budget losses, for full fine-tuning.
+
+    Args:
+        backbone: A gated timm model with ``num_classes=0``.
+        num_classes: Classes of the heads.
+        budget_loss: ``lambda * (F_g/F_d - t_d)^2 + gamma * L_bound`` on the gated pass.
+        label_smoothing: Of both cross-entropies.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, *, budget_loss: BudgetLoss,
+                 label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.backbone = backbone
+        specs = [HeadSpec("dense", "dense"), HeadSpec("gated", "gated")]
+        self.heads = LinearHeads(specs, backbone.num_features, num_classes, label_smoothing=label_smoothing)
+        self.budget_loss = budget_loss
+
+    def forward(self, images: Tensor, labels: Tensor, *, epoch: float = 0.0, progress: float = 0.0) -> StepOutput:
+        with gate_mode(self.backbone, "gated"):
+            gated = pooled_features(self.backbone, images)
+        with gate_mode(self.backbone, "dense"):
+            dense = pooled_features(self.backbone, images)
+        out = self.heads({"dense": dense, "gated": gated}, labels)
+        # The bound loss's schedule reads the fractional epoch or the training progress, whichever
+        # this BudgetLoss takes.
+        accepted = inspect.signature(self.budget_loss.forward).parameters
+        when = {k: v for k, v in (("epoch", epoch), ("progress", progress)) if k in accepted}
+        budget = self.budget_loss(self.backbone, images, masks=gate_masks(self.backbone), **when)
+        terms = {**out.terms, "compute": budget.compute.detach(), "bound": budget.bound.detach()}
+        return StepOutput(out.loss + budget.loss, terms, budget.mac_ratio)
+
+
+@dataclass(frozen=True)
+class HeadResult:
+    """Test-split result of one head: top-1 (%) and MACs per image (mean) / dense MACs."""
+
+    spec: HeadSpec
+    top1: float
+    macs: float
+    mac_fraction: float
+
+
+@torch.no_grad()
+def evaluate_heads(
+    backbone: nn.Module,
+    heads: dict[str, nn.Linear],
+    specs: Sequence[HeadSpec],
+    loader: Any,
+    *,
+    image_size: int,
+    accelerator: Accelerator | None = None,
+) -> list[HeadResult]:
+    """Top-1 and realised compute of every head on ``loader`` (backbone in eval mode).
+
+    The MAC fraction of a gated head is the mean over the images of ``F_g / F_d`` with the
+    deterministic masks of the same forward (:func:`~timm_gated_ssl.compute.cost_table`); with an
+    ``accelerator`` the loader is sharded and the results gathered (``gather_for_metrics``).
+    """
+    table = cost_table(backbone, (3, image_size, image_size))
+    autocast = accelerator.autocast if accelerator is not None else contextlib.nullcontext
+    results = []
+    for spec in specs:
+        head = heads[spec.key]
+
+        def logits_and_fraction(images: Tensor, head: nn.Linear = head, spec: HeadSpec = spec) -> Tensor:
+            with autocast():
+                features = pooled_features(backbone, images)
+            logits = head(features.float())
+            if spec.mode == "gated":
+                fraction = table.gated(gate_masks(backbone)) / table.dense
+            else:
+                fraction = torch.ones(images.shape[0], device=images.device)
+            return torch.cat([logits, fraction.float().reshape(-1, 1)], dim=1)
+
+        with running(backbone, spec):
+            bank = extract_features(backbone, loader, accelerator=accelerator, progress=False,
+                                    desc=spec.name, feature_fn=logits_and_fraction)
+        logits, fraction = bank.features[:, :-1], bank.features[:, -1].double()
+        top1 = 100.0 * float((logits.argmax(1) == bank.labels).float().mean())
+        mean = float(fraction.mean())
+        results.append(HeadResult(spec, top1, mean * float(table.dense), mean))
+    return results
