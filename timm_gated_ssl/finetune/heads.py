@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -150,11 +149,8 @@ class DualClassifier(nn.Module):
         with gate_mode(self.backbone, "dense"):
             dense = pooled_features(self.backbone, images)
         out = self.heads({"dense": dense, "gated": gated}, labels)
-        # The bound loss's schedule reads the fractional epoch or the training progress, whichever
-        # this BudgetLoss takes.
-        accepted = inspect.signature(self.budget_loss.forward).parameters
-        when = {k: v for k, v in (("epoch", epoch), ("progress", progress)) if k in accepted}
-        budget = self.budget_loss(self.backbone, images, masks=gate_masks(self.backbone), **when)
+        budget = self.budget_loss(self.backbone, images, masks=gate_masks(self.backbone), epoch=epoch,
+                                  progress=progress)
         terms = {**out.terms, "compute": budget.compute.detach(), "bound": budget.bound.detach()}
         return StepOutput(out.loss + budget.loss, terms, budget.mac_ratio)
 
