@@ -31,8 +31,10 @@ from timm_gated_ssl.gates import GateConfig, WidthGate, level_sizes
 
 
 def _width_model(name: str = "resnet18", *, levels: int = 8, seed: int = 0, **kwargs: object) -> torch.nn.Module:
-    """A width-gated timm ResNet with random norms and gates whose level varies per input."""
+    """A width-gated timm ResNet (one block per stage) with random norms and gates whose level varies
+    per input."""
     torch.manual_seed(seed)
+    kwargs.setdefault("layers", (1, 1, 1, 1))
     model = attach_gates(timm.create_model(name, num_classes=0, **kwargs), budget=0.3, gate_type="width",
                          levels=levels)
     randomize_norms(model, seed=seed)
@@ -72,8 +74,7 @@ def test_level_sizes() -> None:
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnext50_32x4d"])
 @pytest.mark.parametrize("training", [True, False])
 def test_masks_are_prefixes_at_the_levels(name: str, training: bool) -> None:
-    kwargs = {} if name == "resnet18" else {"layers": (1, 1, 1, 1)}
-    model = _width_model(name, **kwargs).train(training)
+    model = _width_model(name).train(training)
     with torch.no_grad(), gate_mode(model, "gated"):
         model(_images(16))
     distinct = 0
@@ -165,16 +166,16 @@ def test_offset_is_a_price_per_width_and_moves_levels_monotonically() -> None:
 
 def test_calibration_and_set_budget_with_width_gates() -> None:
     model = _width_model("resnet18")
-    loader = [_images(32, seed=s) for s in (3, 4)]
+    loader = [_images(16, seed=s) for s in (3, 4)]
     for target in (0.3, 0.5):
-        result = calibrate_budget(model, loader, target, tol=0.02)
-        assert abs(result.mac_fraction - target) <= 0.02
+        result = calibrate_budget(model, loader, target, tol=0.03)
+        assert abs(result.mac_fraction - target) <= 0.03
     set_budget(model, 0.3)
-    assert abs(float(count_macs(model, torch.cat(loader)).ratio.mean()) - 0.3) <= 0.02
+    assert abs(float(count_macs(model, torch.cat(loader)).ratio.mean()) - 0.3) <= 0.03
 
 
 def test_macs_equal_a_physically_sliced_copy_per_input() -> None:
-    model = _width_model("resnet50", layers=(1, 1, 1, 1))
+    model = _width_model("resnet50")
     x = _images(4)
     counted = count_macs(model, x)
     with torch.no_grad(), gate_mode(model, "gated"):
@@ -201,10 +202,11 @@ def test_bad_gate_type_and_levels_are_refused_with_the_valid_values() -> None:
 
 
 def test_gate_type_round_trips_through_local_dir(tmp_path: Path) -> None:
-    model = timm.create_model("gated_resnet18_cifar", budget=0.3, gate_type="width", gate_levels=4, num_classes=0)
+    model = timm.create_model("gated_resnet18_cifar", budget=0.3, gate_type="width", gate_levels=4, num_classes=0,
+                              layers=(1, 1, 1, 1))
     randomize_norms(model)
     model.eval()
-    calibrate_budget(model, [_images(16, size=16)], 0.4, tol=0.05)
+    calibrate_budget(model, [_images(16, size=8)], 0.4, tol=0.05)
     timm.models.save_for_hf(model, tmp_path)
     loaded = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
     # the operating point saved is the calibrated budget (calibrate_budget records it)
@@ -212,6 +214,6 @@ def test_gate_type_round_trips_through_local_dir(tmp_path: Path) -> None:
     assert gate_config(loaded).gate_type == "width" and gate_config(loaded).levels == 4
     assert all(isinstance(g, WidthGate) and g.levels == 4 for _, g in iter_gates(loaded))
     assert timm_gated_ssl.calibrated_budgets(loaded) == timm_gated_ssl.calibrated_budgets(model)
-    x = _images(4, size=16)
+    x = _images(4, size=8)
     with torch.no_grad(), gate_mode(model, "gated"), gate_mode(loaded, "gated"):
         assert torch.equal(model(x), loaded(x))
