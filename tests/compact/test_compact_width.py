@@ -8,7 +8,12 @@ import torch
 
 from tests.helpers import randomize_norms
 from timm_gated_ssl import attach_gates, gate_mode, has_gates, iter_gates
-from timm_gated_ssl.compact import CompactWidthBasicBlock, CompactWidthBottleneck, compact, export_static
+from timm_gated_ssl.compact import (
+    CompactWidthBasicBlock,
+    CompactWidthBottleneck,
+    compact,
+    export_static,
+)
 
 from .common import rel_err, spread_gates
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 
 import pytest
@@ -158,7 +159,7 @@ def test_offset_is_a_price_per_width_and_moves_levels_monotonically() -> None:
                     scores = gate.net(h.mean(dim=(2, 3))) - offset * torch.arange(1, 9) / 8
                 expected = torch.tensor([gate.sizes[0][k] for k in scores.argmax(1)], dtype=seen[-1].dtype)
                 assert torch.equal(seen[-1], expected)
-        for lower, higher in zip(seen, seen[1:]):  # a higher price never widens an input's choice
+        for lower, higher in itertools.pairwise(seen):  # a higher price never widens an input's choice
             assert (higher <= lower).all()
         assert (seen[0] == gate.widths[0]).all() and (seen[-1] == gate.sizes[0][0]).all()
         assert len({tuple(s.tolist()) for s in seen}) > 3  # the offsets in between move levels
