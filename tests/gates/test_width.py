@@ -29,6 +29,7 @@ from timm_gated_ssl import (
     set_budget,
 )
 from timm_gated_ssl.gates import GateConfig, WidthGate, level_sizes
+from timm_gated_ssl.gates.width import straight_through_level
 
 
 def _width_model(name: str = "resnet18", *, levels: int = 8, seed: int = 0, **kwargs: object) -> torch.nn.Module:
@@ -120,6 +121,21 @@ def test_level_choice_is_differentiable_in_training_and_deterministic_in_eval() 
         assert all(torch.equal(a, b) for a, b in zip(first[name], gate.masks))
         lengths = _prefix_lengths(gate.masks[0])
         assert set(lengths.tolist()) <= set(gate.sizes[0])
+
+
+def test_straight_through_level_estimator() -> None:
+    torch.manual_seed(0)
+    scores = torch.randn(64, 5, requires_grad=True)
+    onehot = straight_through_level(scores, tau=2 / 3, stochastic=True)
+    assert torch.equal(onehot.sum(1), torch.ones(64)) and set(onehot.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(onehot.argmax(1), scores.argmax(1))  # the Gumbel noise moves some choices
+    (onehot * torch.arange(5.0)).sum().backward()  # gradient of the softmax reaches the scores
+    assert scores.grad is not None and scores.grad.abs().sum() > 0
+    # noise scale 0: the deterministic choice, still differentiable
+    quiet = straight_through_level(scores, tau=2 / 3, stochastic=True, noise_scale=0.0)
+    assert torch.equal(quiet.argmax(1), scores.argmax(1)) and quiet.requires_grad
+    det = straight_through_level(scores, tau=2 / 3, stochastic=False)
+    assert torch.equal(det.argmax(1), scores.argmax(1)) and not det.requires_grad
 
 
 def test_budget_losses_reach_the_width_gates() -> None:

@@ -89,7 +89,9 @@ def gumbel_noise(like: torch.Tensor) -> torch.Tensor:
     return (-torch.log(-torch.log(u))).to(like.dtype)
 
 
-def straight_through_level(scores: torch.Tensor, *, tau: float, stochastic: bool) -> torch.Tensor:
+def straight_through_level(
+    scores: torch.Tensor, *, tau: float, stochastic: bool, noise_scale: float = 1.0
+) -> torch.Tensor:
     """One-hot level choice ``(B, L)`` from level scores ``(B, L)``.
 
     Args:
@@ -97,13 +99,16 @@ def straight_through_level(scores: torch.Tensor, *, tau: float, stochastic: bool
         tau: Temperature of the relaxed sample (training only).
         stochastic: Gumbel noise and the straight-through softmax gradient (training); when False
             the deterministic one-hot argmax with no gradient (inference).
+        noise_scale: Scale of the Gumbel noise in training (1: the estimator above; 0: the
+            deterministic choice, with the straight-through gradient still flowing).
 
     Returns:
         Exactly one 1.0 per row, in ``scores``' dtype.
     """
     if not stochastic:
         return F.one_hot(scores.argmax(dim=1), scores.shape[1]).to(scores.dtype)
-    soft = torch.softmax((scores + gumbel_noise(scores)) / tau, dim=1)
+    noisy = scores + noise_scale * gumbel_noise(scores) if noise_scale else scores
+    soft = torch.softmax(noisy / tau, dim=1)
     return _HardOneHot.apply(soft)
 
 
@@ -171,7 +176,10 @@ class WidthGate(BlockGate):
 
     def choose(self, x: torch.Tensor) -> torch.Tensor:
         """One-hot level choice ``(B, levels)``: stochastic in training, deterministic in eval."""
-        return straight_through_level(self.logits(x), tau=self.config.tau, stochastic=self.training)
+        # ``noise_scale`` (channel gates' ``set_gate_noise``, where the gate has it) scales the noise
+        noise = float(getattr(self, "noise_scale", 1.0))
+        return straight_through_level(self.logits(x), tau=self.config.tau, stochastic=self.training,
+                                      noise_scale=noise)
 
     def level_index(self, x: torch.Tensor) -> torch.Tensor:
         """The deterministic (eval) level of each input, ``(B,)`` int64 in ``0..levels-1``."""
