@@ -6,9 +6,13 @@ device-to-host sync per block (``nonzero``) and many small kernels; the static e
 narrower network. Ratios against the plain timm model, interleaved (plain, variant, ...), median
 of the per-pair ratios, each call synchronised.
 
+``--gate_types channel width`` also times width gates (``gate_type="width"``, ``compact/width.py``:
+inputs grouped by level, one host sync per block for the level counts) next to the channel gates.
+
 Usage:
     python benchmarks/latency_gpu.py                     # resnet18 224 px, t_d 0.3
     python benchmarks/latency_gpu.py --budgets 0.1 0.3 0.5 --batches 1 256
+    python benchmarks/latency_gpu.py --gate_types channel width --amp --output benchmarks/out/latency_gpu_width.json
 """
 
 from __future__ import annotations
@@ -40,10 +44,11 @@ def _synced(module: torch.nn.Module, x: torch.Tensor, amp: bool) -> Any:
     return call
 
 
-def bench(arch: str, size: int, budget: float, batches: list[int], repeats: int, amp: bool) -> dict[str, Any]:
+def bench(arch: str, size: int, budget: float, batches: list[int], repeats: int, amp: bool,
+          gate_type: str = "channel") -> dict[str, Any]:
     torch.manual_seed(0)
     device = torch.device("cuda")
-    model = timm.create_model(arch, budget=budget).eval().to(device)
+    model = timm.create_model(arch, budget=budget, gate_type=gate_type).eval().to(device)
     calib = torch.randn(64, 3, size, size, device=device)
     cal = calibrate_budget(model, [calib], budget)
     plain = detach_gates(copy.deepcopy(model)).eval()
@@ -51,7 +56,7 @@ def bench(arch: str, size: int, budget: float, batches: list[int], repeats: int,
     set_gate_mode(masked, "gated")
     variants = {"dense": model, "masked": masked, "compact": compact(model),
                 "static": export_static(model, [calib]).model}
-    result: dict[str, Any] = {"model": arch, "img_size": size, "budget": budget, "amp_bf16": amp,
+    result: dict[str, Any] = {"model": arch, "gate_type": gate_type, "img_size": size, "budget": budget, "amp_bf16": amp,
                               "mac_fraction_calib": cal.mac_fraction}
     for b in batches:
         x = torch.randn(b, 3, size, size, device=device)
@@ -69,6 +74,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="*", default=[1, 256])
     parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--amp", action="store_true", help="bf16 autocast")
+    parser.add_argument("--gate_types", nargs="*", default=["channel"], choices=["channel", "width"])
     parser.add_argument("--output", default="benchmarks/out/latency_gpu.json")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -77,12 +83,12 @@ def main() -> None:
     results = []
     for spec in args.models:
         arch, size = spec.split(":")
-        for budget in args.budgets:
-            results.append(bench(arch, int(size), budget, args.batches, args.repeats, args.amp))
+        for budget, gate_type in [(b, g) for b in args.budgets for g in args.gate_types]:
+            results.append(bench(arch, int(size), budget, args.batches, args.repeats, args.amp, gate_type))
             r = results[-1]
             for b in args.batches:
                 row = r[f"batch{b}"]
-                print(f"{arch:22s} t_d {budget:.1f} MACs {r['mac_fraction_calib']:.2f} batch {b:4d} "
+                print(f"{arch:22s} {gate_type:7s} t_d {budget:.1f} MACs {r['mac_fraction_calib']:.2f} batch {b:4d} "
                       + " ".join(f"{k} {row[k]['ratio']:.3f}" for k in ("dense", "masked", "compact", "static"))
                       + f"  (plain {row['baseline']['seconds'] * 1e3:.2f} ms)", flush=True)
             write_json(args.output, {"device": torch.cuda.get_device_name(), "torch": torch.__version__,

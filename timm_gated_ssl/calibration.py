@@ -310,8 +310,9 @@ def _search(model: nn.Module, loader: Iterable[Any], target: float, *, tol: floa
     floor, images, dense = probe(math.inf)  # every gate off: the cost of what is never gated
     if floor > target + tol:
         raise CalibrationError(
-            f"target {target:g} is unreachable: with every gate off the network still uses "
-            f"{floor:.4f} of the dense MACs (stem, downsample and gates are never gated)"
+            f"target {target:g} is unreachable: with every gate off (width gates: at their smallest "
+            f"level) the network still uses {floor:.4f} of the dense MACs (stem, downsample and gates "
+            "are never gated)"
         )
     fraction, images, dense = probe(0.0)
     if abs(fraction - target) <= tol:

@@ -15,6 +15,7 @@ from ..gates import BlockGate, GateConfig
 from .resnet import resnet_block_spec
 from .spec import BlockFamily, BlockSpec
 from .vit import vit_block_spec
+from .width import width_gate
 
 GATE_ATTR = "dyn_gate"
 
@@ -87,6 +88,8 @@ def attach_gates(
     separate_bn: bool = True,
     tau: float = GateConfig.tau,
     reduction: int = GateConfig.reduction,
+    gate_type: str = GateConfig.gate_type,
+    levels: int = GateConfig.levels,
 ) -> nn.Module:
     """Attach a gate to every supported block of ``model``, in place, and return the same object.
 
@@ -99,6 +102,10 @@ def attach_gates(
             copies start as copies of the dense ones, so a pretrained network keeps its statistics.
         tau: Temperature of the straight-through estimator (2/3 in the paper).
         reduction: Gate hidden width is ``C_in // reduction`` (4 in the paper).
+        gate_type: ``"channel"`` (default): the paper's per-channel gates. ``"width"``: per input,
+            each block keeps a prefix of its inner channels at one of ``levels`` levels (DS-Net
+            style, ``gates/width.py``; timm ResNets only), fast at any batch size with ``compact``.
+        levels: Number of width levels of ``gate_type="width"`` (at least 2; 8 keeps 1/8 ... 8/8).
 
     Returns:
         ``model`` itself, now with gates.
@@ -106,14 +113,17 @@ def attach_gates(
     Raises:
         InvalidBudgetError: ``budget`` is not a number in (0, 1].
         GatesAlreadyAttachedError: ``model`` already carries gates.
-        UnsupportedModelError: ``model`` has no block of a supported family.
+        UnsupportedModelError: ``model`` has no block of a supported family (``gate_type="width"``:
+            a block that is not a timm ResNet block).
+        ValueError: unknown ``gate_type`` or a bad ``levels`` (the message lists the valid values).
 
     Example:
         >>> model = attach_gates(timm.create_model("resnet18"), budget=0.3)
         >>> with gate_mode(model, "gated"):
         ...     logits = model(images)
     """
-    config = GateConfig(budget=budget, separate_bn=separate_bn, tau=tau, reduction=reduction)
+    config = GateConfig(budget=budget, separate_bn=separate_bn, tau=tau, reduction=reduction,
+                        gate_type=gate_type, levels=levels)
     if has_gates(model):
         raise GatesAlreadyAttachedError(
             f"{type(model).__name__} already carries gates; call detach_gates(model) before "
@@ -126,14 +136,8 @@ def attach_gates(
             f"{type(model).__name__} has no block that gates can be attached to. "
             f"Supported block families: {supported}"
         )
-    for _, block, spec in blocks:
-        gate = BlockGate(
-            spec.in_channels,
-            spec.widths,
-            config=config,
-            norms={path: block.get_submodule(path) for path in spec.norm_paths},
-            pooling=spec.pooling,
-        )
+    gates = [(block, spec, _make_gate(name, block, spec, config)) for name, block, spec in blocks]
+    for block, spec, gate in gates:
         reference = next(block.parameters(), None)
         if reference is not None:
             gate.to(device=reference.device, dtype=reference.dtype)
@@ -141,6 +145,18 @@ def attach_gates(
         block.add_module(GATE_ATTR, gate)
         gate.register_hooks(block, spec.mask_points, spec.norm_paths)
     return model
+
+
+def _make_gate(name: str, block: nn.Module, spec: BlockSpec, config: GateConfig) -> BlockGate:
+    if config.gate_type == "width":
+        return width_gate(name, block, spec, config)
+    return BlockGate(
+        spec.in_channels,
+        spec.widths,
+        config=config,
+        norms={path: block.get_submodule(path) for path in spec.norm_paths},
+        pooling=spec.pooling,
+    )
 
 
 def detach_gates(model: nn.Module) -> nn.Module:

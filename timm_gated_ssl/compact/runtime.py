@@ -13,9 +13,12 @@ from ..gates import BlockGate
 from .batching import BatchStrategy, check_strategy
 from .resnet import compact_resnet_block
 from .vit import compact_vit_block
+from .width import compact_width_block
 
-#: Builders tried in order; each returns a compact block or None when the block is not its family.
+#: Builders tried in order; each returns a compact block or None when the block is not its family
+#: (width gates first: their blocks are ResNet blocks too).
 COMPACT_BUILDERS: list[Callable[[nn.Module, BlockGate, BatchStrategy], nn.Module | None]] = [
+    compact_width_block,
     compact_resnet_block,
     compact_vit_block,
 ]
@@ -37,6 +40,8 @@ def compact(model: nn.Module, *, batch_strategy: BatchStrategy = "union") -> nn.
         batch_strategy: How a batch of several images is run: ``"union"`` of the kept channels
             with per-sample zeroing (default, fastest in ``docs/speed.md``), ``"per_sample"``, or
             ``"group"`` (one pass per distinct mask pattern). Batch 1 is always exact slicing.
+            Width gates (``gate_type="width"``) ignore it: their inputs are grouped by level, each
+            group run on a prefix view of the weights (``compact/width.py``).
 
     Returns:
         A module in eval mode, the same timm model class with every gated block replaced by its

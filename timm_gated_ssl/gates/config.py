@@ -9,6 +9,9 @@ from ..errors import check_budget
 from .estimator import DEFAULT_TAU
 
 GATE_MODES = ("dense", "gated")
+#: ``"channel"``: the paper's per-channel gates (default); ``"width"``: a per-input prefix width
+#: chosen among ``levels`` levels (DS-Net style, ``gates/width.py``, ``docs/width_gates.md``).
+GATE_TYPES = ("channel", "width")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,12 +25,18 @@ class GateConfig:
             gated copies start as copies of the dense ones.
         tau: Temperature of the straight-through gate estimator.
         reduction: Hidden width of the gate network is ``C_in // reduction``.
+        gate_type: ``"channel"`` (the paper's per-channel gates) or ``"width"`` (one prefix width
+            per block and input, chosen among ``levels`` levels).
+        levels: Number of width levels of a ``"width"`` gate (level ``k`` keeps ``k / levels`` of
+            each gated width); at least 2. Ignored by channel gates.
     """
 
     budget: float = 0.5
     separate_bn: bool = True
     tau: float = DEFAULT_TAU
     reduction: int = 4
+    gate_type: str = "channel"
+    levels: int = 8
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "budget", check_budget(self.budget))
@@ -37,6 +46,10 @@ class GateConfig:
             raise ValueError(f"tau must be a positive number, got {self.tau!r}")
         if isinstance(self.reduction, bool) or not isinstance(self.reduction, int) or self.reduction < 1:
             raise ValueError(f"reduction must be an integer >= 1, got {self.reduction!r}")
+        if self.gate_type not in GATE_TYPES:
+            raise ValueError(f"unknown gate_type {self.gate_type!r}; valid gate types: {', '.join(GATE_TYPES)}")
+        if isinstance(self.levels, bool) or not isinstance(self.levels, int) or self.levels < 2:
+            raise ValueError(f"levels (gate_levels) must be an integer >= 2, got {self.levels!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of the fields."""

@@ -17,6 +17,8 @@ def setup_gates(
     tau: float,
     gate_reduction: int,
     calibrated_budgets: dict[str, float] | None,
+    gate_type: str = "channel",
+    gate_levels: int = 8,
 ) -> None:
     """Attach gates (when ``gated``), keep the calibration table, and apply ``budget`` if calibrated.
 
@@ -24,7 +26,8 @@ def setup_gates(
     ``timm.create_model(..., pretrained=True, budget=b)`` runs at budget ``b``.
     """
     if gated:
-        attach_gates(model, budget=budget, separate_bn=separate_bn, tau=tau, reduction=gate_reduction)
+        attach_gates(model, budget=budget, separate_bn=separate_bn, tau=tau, reduction=gate_reduction,
+                     gate_type=gate_type, levels=gate_levels)
     model.calibrated_budgets = {
         budget_key(float(k)): float(v) for k, v in (calibrated_budgets or {}).items()
     }

@@ -2,7 +2,8 @@
 plain CIFAR-stem baselines (``resnet18_cifar`` ...) that a fair comparison needs.
 
 Each entry point is a few lines around :func:`_create`, as in timm. Gate options are entry-point
-keyword arguments (``budget``, ``separate_bn``, ``tau``, ``gate_reduction``, ``calibrated_budgets``),
+keyword arguments (``budget``, ``separate_bn``, ``tau``, ``gate_reduction``, ``calibrated_budgets``,
+``gate_type``, ``gate_levels``),
 so timm records them in ``config.json``'s ``model_args`` and
 ``timm.create_model("local-dir:DIR", pretrained=True)`` rebuilds the same gated model.
 """
@@ -44,6 +45,9 @@ class GatedResNet(ResNet):
             ``timm.models.save_for_hf`` writes it to ``config.json`` and loading restores it. Weights
             loaded afterwards (``pretrained=True``) bring the offset that was active when they were
             saved; ``set_budget(model, b)`` switches to another calibrated budget.
+        gate_type: ``"channel"`` (default, the paper's gates) or ``"width"`` (per-input prefix
+            widths, ``docs/width_gates.md``).
+        gate_levels: Number of width levels of ``gate_type="width"``.
         **kwargs: Passed to timm's ``ResNet``.
     """
 
@@ -58,6 +62,8 @@ class GatedResNet(ResNet):
         tau: float = GateConfig.tau,
         gate_reduction: int = GateConfig.reduction,
         calibrated_budgets: dict[str, float] | None = None,
+        gate_type: str = GateConfig.gate_type,
+        gate_levels: int = GateConfig.levels,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -66,6 +72,7 @@ class GatedResNet(ResNet):
         setup_gates(
             self, gated=gated, budget=budget, separate_bn=separate_bn, tau=tau,
             gate_reduction=gate_reduction, calibrated_budgets=calibrated_budgets,
+            gate_type=gate_type, gate_levels=gate_levels,
         )
 
 

@@ -2,7 +2,8 @@
 ``gated_vit_tiny_patch4_32``, and its plain baseline ``vit_tiny_patch4_32``.
 
 Each entry point is a few lines around :func:`_create`, as in timm. Gate options are entry-point
-keyword arguments (``budget``, ``separate_bn``, ``tau``, ``gate_reduction``, ``calibrated_budgets``),
+keyword arguments (``budget``, ``separate_bn``, ``tau``, ``gate_reduction``, ``calibrated_budgets``,
+``gate_type``, ``gate_levels``),
 so timm records them in ``config.json``'s ``model_args`` and
 ``timm.create_model("local-dir:DIR", pretrained=True)`` rebuilds the same gated model. What is gated
 and why: ``timm_gated_ssl.attach.vit`` and ``docs/vit.md``.
@@ -37,6 +38,9 @@ class GatedVisionTransformer(VisionTransformer):
         calibrated_budgets: ``{budget: logit offset}`` table written by ``calibrate_budget``
             (string keys, e.g. ``{"0.3": 1.25}``); when ``budget`` is in it, its offset is applied
             to every gate, as for ``GatedResNet``.
+        gate_type: Only ``"channel"`` is supported for ViTs (``"width"`` raises
+            ``UnsupportedModelError``).
+        gate_levels: Unused by channel gates.
         **kwargs: Passed to timm's ``VisionTransformer``.
     """
 
@@ -49,12 +53,15 @@ class GatedVisionTransformer(VisionTransformer):
         tau: float = GateConfig.tau,
         gate_reduction: int = GateConfig.reduction,
         calibrated_budgets: dict[str, float] | None = None,
+        gate_type: str = GateConfig.gate_type,
+        gate_levels: int = GateConfig.levels,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         setup_gates(
             self, gated=gated, budget=budget, separate_bn=separate_bn, tau=tau,
             gate_reduction=gate_reduction, calibrated_budgets=calibrated_budgets,
+            gate_type=gate_type, gate_levels=gate_levels,
         )
 
 
