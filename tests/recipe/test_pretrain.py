@@ -13,6 +13,7 @@ import torch
 
 import timm_gated_ssl
 from tests.recipe.conftest import run, weights
+from timm_gated_ssl.errors import TrainingStateError
 from timm_gated_ssl.recipe import DualSSLModel, NonFiniteLossError, OutputDirNotEmptyError
 from timm_gated_ssl.recipe.outputs import list_checkpoints, resolve_checkpoint
 
@@ -99,7 +100,7 @@ def test_half_written_state_is_ignored(pretrain: Any, tmp_path: Path) -> None:
         (("--batch_size", "100"), ValueError, "has only 64"),
         (("--budget", "0"), ValueError, r"\(0, 1\]"),
         (("--model", "resnet18_cifar"), ValueError, "gated_"),
-        (("--resume_from_checkpoint", "latest"), FileNotFoundError, "no training state"),
+        (("--resume_from_checkpoint", "latest"), TrainingStateError, "no training state"),
     ],
 )
 def test_bad_input(pretrain: Any, tmp_path: Path, args: tuple[str, ...], error: type, match: str) -> None:

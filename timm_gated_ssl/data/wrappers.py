@@ -14,8 +14,28 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from timm_gated_ssl.data.views import to_rgb_uint8
+from timm_gated_ssl.errors import DataError
 
-__all__ = ["EvalDataset", "SSLBatchDataset"]
+__all__ = ["DecodedImages", "EvalDataset", "SSLBatchDataset", "image_source"]
+
+_LISTED_BAD = 5  # bad images named in a message (the count covers all)
+
+
+def image_source(rows: Sequence[dict[str, Any]], image_column: str, index: int) -> str:
+    """Where row ``index``'s image comes from: its file path when known, else ``row N``."""
+    import datasets
+
+    path = None
+    if isinstance(rows, datasets.Dataset) and isinstance(rows.features.get(image_column), datasets.Image):
+        raw = rows.cast_column(image_column, datasets.Image(decode=False))[index][image_column]
+        path = raw.get("path") if isinstance(raw, dict) else None
+    return f"{path} (row {index})" if path else f"row {index}"
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Column names without decoding a row when the rows are a ``datasets.Dataset``."""
+    names = getattr(rows, "column_names", None)
+    return list(names) if names is not None else list(rows[0])
 
 
 class _RowDataset(Dataset):
@@ -23,16 +43,26 @@ class _RowDataset(Dataset):
         self, rows: Sequence[dict[str, Any]], image_column: str, cache_decoded: bool
     ) -> None:
         if len(rows) == 0:
-            raise ValueError("the dataset is empty")
-        first = rows[0]
-        if image_column not in first:
-            raise ValueError(f"image_column={image_column!r} is not a column; got {list(first)}")
+            raise DataError("the dataset is empty")
+        self.columns = _columns(rows)
+        if image_column not in self.columns:
+            raise DataError(f"image_column={image_column!r} is not a column; got {self.columns}")
         self.rows = rows
         self.image_column = image_column
         self._cache: list[Tensor | None] | None = [None] * len(rows) if cache_decoded else None
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def _row(self, index: int) -> dict[str, Any]:
+        """Row ``index``; an image that cannot be decoded is reported with its file."""
+        try:
+            return self.rows[index]
+        except (OSError, ValueError, SyntaxError) as err:  # PIL's decoding errors (UnidentifiedImageError is an OSError)
+            raise DataError(
+                f"cannot decode image {image_source(self.rows, self.image_column, index)}: {err}; "
+                "remove or replace the file"
+            ) from None
 
     def _image(self, row: dict[str, Any], index: int) -> Tensor:
         if self._cache is None:
@@ -41,6 +71,27 @@ class _RowDataset(Dataset):
         if cached is None:
             cached = self._cache[index] = to_rgb_uint8(row[self.image_column])
         return cached
+
+    def decode_all(self) -> None:
+        """Decode every image now, filling the cache (``cache_decoded=True``), so that a bad image
+        fails here, before training, rather than mid-run; with the cache, later epochs reuse the
+        tensors, so this costs no more than the first epoch would have.
+
+        Raises:
+            DataError: Naming the first bad files and counting all of them.
+        """
+        bad: list[str] = []
+        for index in range(len(self.rows)):
+            try:
+                self._image(self._row(index), index)
+            except (DataError, OSError, ValueError) as err:
+                bad.append(str(err).removeprefix("cannot decode image ").split(";")[0])
+        if bad:
+            listed = "; ".join(bad[:_LISTED_BAD]) + (f"; ... ({len(bad) - _LISTED_BAD} more)" if len(bad) > _LISTED_BAD else "")
+            raise DataError(
+                f"{len(bad)} of {len(self.rows)} images cannot be decoded: {listed}. Remove or "
+                "replace these files before training"
+            )
 
 
 class SSLBatchDataset(_RowDataset):
@@ -77,7 +128,20 @@ class SSLBatchDataset(_RowDataset):
         self.transform = transform
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.transform(self._image(self.rows[index], index))
+        return self.transform(self._image(self._row(index), index))
+
+
+class DecodedImages(_RowDataset):
+    """Yield each row's image as an RGB ``uint8`` ``(3, H, W)`` tensor, for batched augmentation
+    (:mod:`~timm_gated_ssl.data.batched_views`). Arguments as :class:`SSLBatchDataset`'s."""
+
+    def __init__(
+        self, rows: Sequence[dict[str, Any]], *, image_column: str = "image", cache_decoded: bool = False
+    ) -> None:
+        super().__init__(rows, image_column, cache_decoded)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self._image(self._row(index), index)
 
 
 class EvalDataset(_RowDataset):
@@ -102,12 +166,12 @@ class EvalDataset(_RowDataset):
         cache_decoded: bool = False,
     ) -> None:
         super().__init__(rows, image_column, cache_decoded)
-        if label_column is not None and label_column not in rows[0]:
-            raise ValueError(f"label_column={label_column!r} is not a column; got {list(rows[0])}")
+        if label_column is not None and label_column not in self.columns:
+            raise DataError(f"label_column={label_column!r} is not a column; got {self.columns}")
         self.transform = transform
         self.label_column = label_column
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        row = self.rows[index]
+        row = self._row(index)
         label = -1 if self.label_column is None else int(row[self.label_column])
         return self.transform(self._image(row, index)), label
