@@ -30,6 +30,7 @@ from timm_gated_ssl.cli import run_main
 from timm_gated_ssl.compute import count_macs
 from timm_gated_ssl.errors import ConfigError
 from timm_gated_ssl.eval import extract_features, knn_accuracy
+from timm_gated_ssl.files import check_output_dir
 from timm_gated_ssl.recipe import (
     DualSSLModel,
     NonFiniteLossError,
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.overwrite and args.resume_from_checkpoint:
         raise ConfigError("--overwrite replaces the run that --resume_from_checkpoint continues: pass one")
     check_environment(config)
+    check_output_dir(output_dir, name="--output_dir")
     state_path = None
     if args.resume_from_checkpoint:
         state_path = resolve_checkpoint(output_dir, args.resume_from_checkpoint)

@@ -93,3 +93,7 @@ class DamagedFileError(GatingError, ValueError):
 class TrainingStateError(GatingError, ValueError):
     """A training state cannot be resumed from exactly: not a state folder, damaged, saved by
     another number of processes, or from a run with other hyperparameters."""
+
+
+class InputShapeError(GatingError, ValueError):
+    """Images given to an accounting or export function do not have the shape the model takes."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,9 +30,11 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "check_output_dir",
     "check_safetensors",
     "current_umask",
     "honour_umask",
+    "remove_stale_temporaries",
     "staging_dir",
 ]
 
@@ -88,15 +91,50 @@ def atomic_write_json(path: str | os.PathLike[str], payload: Any) -> Path:
 @contextmanager
 def staging_dir(parent: str | os.PathLike[str], *, name: str = "") -> Iterator[Path]:
     """A temporary folder inside ``parent`` (same file system, so ``os.replace`` out of it is
-    atomic), removed on exit. Its files get the umask's permissions before the body's moves see
-    them only if the body calls :func:`honour_umask`; the folder itself is private while staging."""
-    import shutil
-
+    atomic), removed on exit with whatever the body did not move out. Call :func:`honour_umask` on
+    it before moving files out: ``mkdtemp`` folders are private (0700) and so may be their files."""
     path = Path(tempfile.mkdtemp(dir=parent, prefix=f"{TEMP_PREFIX}{name}"))
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], *, prefixes: tuple[str, ...] = ()) -> list[Path]:
+    """Remove the temporaries (``.tmp_*`` and ``prefixes``) that a killed writer left in ``folder``.
+
+    Only the folder's own entries are looked at, not its subfolders. Returns what was removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in folder.iterdir():
+        if entry.name.startswith((TEMP_PREFIX, *prefixes)):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def check_output_dir(path: str | os.PathLike[str], *, name: str = "output_dir") -> Path:
+    """Check, before any work, that ``path`` can become an output folder: it is a folder or does
+    not exist yet, and its nearest existing parent is writable.
+
+    Raises:
+        ConfigError: Naming the argument and the path.
+    """
+    from .errors import ConfigError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{name} {path} exists and is not a folder")
+    existing = path if path.exists() else next((p for p in path.absolute().parents if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{name} {path} cannot be written: {existing} is not a writable folder")
+    return path
 
 
 def check_safetensors(path: str | os.PathLike[str]) -> list[str]:

@@ -24,6 +24,7 @@ from accelerate import Accelerator
 from timm.models import save_for_hf
 from torch import nn
 
+from .. import files
 from ..errors import GatingError, TrainingStateError
 from ..files import TEMP_PREFIX, atomic_write_json, honour_umask, staging_dir
 from .state_files import is_training_state, write_manifest
@@ -32,7 +33,7 @@ CHECKPOINTS = "checkpoints"
 _PREFIX = "step_"
 RUN_FILES = ("config.json", "model.safetensors", "metrics.json", "config.yaml", CHECKPOINTS)
 _EXPORT_FILES = ("model.safetensors", "config.json")
-_LEGACY_TEMPORARIES = (".export_", ".tmp_")  # folders of earlier versions and of this one
+_LEGACY_TEMPORARIES = (".export_",)  # export folders of earlier versions
 
 
 class OutputDirNotEmptyError(GatingError, FileExistsError):
@@ -41,17 +42,13 @@ class OutputDirNotEmptyError(GatingError, FileExistsError):
 
 def remove_stale_temporaries(output_dir: str | Path) -> list[Path]:
     """Remove what a killed process left half-written in ``output_dir`` and its ``checkpoints/``:
-    temporary files and folders (``.tmp_*``, ``.export_*``, ``tmp*.tmp``). Returns what was removed."""
+    temporary files and folders (``.tmp_*``, and ``.export_*`` / ``tmp*.tmp`` of earlier versions)."""
     removed = []
     for folder in (Path(output_dir), Path(output_dir) / CHECKPOINTS):
-        if not folder.is_dir():
-            continue
-        for entry in folder.iterdir():
-            name = entry.name
-            stale = name.startswith((TEMP_PREFIX, *_LEGACY_TEMPORARIES)) or (
-                name.startswith("tmp") and name.endswith(".tmp"))
-            if stale:
-                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        removed += files.remove_stale_temporaries(folder, prefixes=_LEGACY_TEMPORARIES)
+        if folder.is_dir():
+            for entry in folder.glob("tmp*.tmp"):  # tempfile.NamedTemporaryFile of earlier versions
+                entry.unlink(missing_ok=True)
                 removed.append(entry)
     return removed
 
