@@ -179,6 +179,8 @@ def tradeoff_figure(
         group = sorted(groups.get(series, []), key=xval)
         if not group:
             continue
+        if series == "calibrated" and not any_calibrated:
+            legend = "gated"  # the runs' own thresholds, joined
         ax.plot([xval(p) for p in group], [p.accuracy for p in group], label=legend, **style)
         for p in group:
             text = _text(p, series)

@@ -233,14 +233,15 @@ def check_model(config: PretrainConfig) -> None:
     try:
         backbone = build(config.model_args())
     except TypeError as err:
-        plain_args = dict(config.model_kwargs, num_classes=0)
-        if config.gating:
-            try:
-                backbone = build(plain_args)
-            except TypeError:
-                backbone = None
-            if backbone is not None and not has_gates(backbone):
-                raise ConfigError(_not_gated(name, gated_models)) from None
+        if config.gating:  # a plain architecture refuses budget=: say that, not which argument
+            for args in (dict(config.model_kwargs, num_classes=0), {"num_classes": 0}):
+                try:
+                    plain = build(args)
+                except TypeError:
+                    continue
+                if not has_gates(plain):
+                    raise ConfigError(_not_gated(name, gated_models)) from None
+                break
         raise ConfigError(
             f"model {name!r} does not accept model_kwargs {config.model_kwargs!r}: {err}"
         ) from None
