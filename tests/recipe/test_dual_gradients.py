@@ -42,3 +42,20 @@ def test_a_single_mode_step_leaves_the_other_mode_without_gradients() -> None:
         backbone(torch.randn(8, 3, 16, 16)).sum().backward()
     missing = _missing_grads(backbone)
     assert missing and all(".dyn_gate." in name for name in missing)  # gates and gated-mode norms
+
+
+def test_freezing_the_unused_set_leaves_no_parameter_without_gradient() -> None:
+    # The recipe of docs/gating.md for fine-tuning one mode under DDP.
+    backbone = _backbone().train()
+    example = torch.randn(8, 3, 16, 16)
+    with timm_gated_ssl.gate_mode(backbone, "gated"):
+        backbone(example).sum().backward()
+    unused = [name for name, p in backbone.named_parameters() if p.grad is None]
+    assert unused and not any(".dyn_gate." in name for name in unused)  # dense branch norms
+    for p in backbone.parameters():
+        if p.grad is None:
+            p.requires_grad_(False)
+    backbone.zero_grad(set_to_none=True)
+    with timm_gated_ssl.gate_mode(backbone, "gated"):
+        backbone(torch.randn(8, 3, 16, 16)).sum().backward()
+    assert _missing_grads(backbone) == []

@@ -260,3 +260,9 @@ def test_pretrain_script_prints_one_line(tmp_path: Path) -> None:
     lines = done.stderr.strip().splitlines()
     assert lines == [f"error: {config}: line 2, column 5: malformed YAML: mapping values are not allowed here"]
     assert not (tmp_path / "out").exists()
+
+
+def test_knn_k_larger_than_the_bank_is_refused_before_training(pretrain: Any, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"knn_k=20 neighbours, but the k-NN bank .* holds 5 images"):
+        run(pretrain, tmp_path / "out", "--max_steps", "1", "--knn_max_bank", "5")
+    assert not (tmp_path / "out").exists()

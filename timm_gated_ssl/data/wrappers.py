@@ -64,27 +64,45 @@ class _RowDataset(Dataset):
                 "remove or replace the file"
             ) from None
 
+    def _decode(self, row: dict[str, Any], index: int) -> Tensor:
+        try:
+            return to_rgb_uint8(row[self.image_column])
+        except (OSError, SyntaxError) as err:  # PIL decodes lazily: a truncated file fails here
+            raise DataError(
+                f"cannot decode image {image_source(self.rows, self.image_column, index)}: {err}; "
+                "remove or replace the file"
+            ) from None
+
     def _image(self, row: dict[str, Any], index: int) -> Tensor:
         if self._cache is None:
-            return to_rgb_uint8(row[self.image_column])
+            return self._decode(row, index)
         cached = self._cache[index]
         if cached is None:
-            cached = self._cache[index] = to_rgb_uint8(row[self.image_column])
+            cached = self._cache[index] = self._decode(row, index)
         return cached
 
     def decode_all(self) -> None:
-        """Decode every image now, filling the cache (``cache_decoded=True``), so that a bad image
-        fails here, before training, rather than mid-run; with the cache, later epochs reuse the
-        tensors, so this costs no more than the first epoch would have.
+        """Check every image now, so that a bad one fails here, before training, not mid-run.
+
+        With ``cache_decoded=True`` every image is decoded into the cache (later epochs reuse the
+        tensors, so this costs no more than the first epoch would have). Without the cache (large
+        splits) each file is checked with PIL's ``verify`` instead, which reads it without decoding
+        the pixels; a file that passes it and still fails to decode is named when it is reached.
 
         Raises:
             DataError: Naming the first bad files and counting all of them.
         """
         bad: list[str] = []
+        raw = self._raw_images() if self._cache is None else None
         for index in range(len(self.rows)):
             try:
-                self._image(self._row(index), index)
-            except (DataError, OSError, ValueError) as err:
+                if raw is None:
+                    self._image(self._row(index), index)
+                else:
+                    _verify(raw[index][self.image_column])
+            except (DataError, OSError, ValueError, SyntaxError) as err:
+                if raw is not None:
+                    err = DataError(f"cannot decode image {image_source(self.rows, self.image_column, index)}: {err}")
                 bad.append(str(err).removeprefix("cannot decode image ").split(";")[0])
         if bad:
             listed = "; ".join(bad[:_LISTED_BAD]) + (f"; ... ({len(bad) - _LISTED_BAD} more)" if len(bad) > _LISTED_BAD else "")
@@ -92,6 +110,31 @@ class _RowDataset(Dataset):
                 f"{len(bad)} of {len(self.rows)} images cannot be decoded: {listed}. Remove or "
                 "replace these files before training"
             )
+
+
+    def _raw_images(self) -> Sequence[dict[str, Any]] | None:
+        """The rows with undecoded images (``{"bytes", "path"}``), when they are a ``datasets.Dataset``."""
+        import datasets
+
+        if isinstance(self.rows, datasets.Dataset) and isinstance(self.rows.features.get(self.image_column),
+                                                                  datasets.Image):
+            return self.rows.cast_column(self.image_column, datasets.Image(decode=False))
+        return None
+
+
+def _verify(value: Any) -> None:
+    """PIL's structural check of an undecoded ``datasets.Image`` value."""
+    import io
+
+    from PIL import Image
+
+    if not isinstance(value, dict):
+        return
+    source = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
+    if source is None:
+        return
+    with Image.open(source) as image:
+        image.verify()
 
 
 class SSLBatchDataset(_RowDataset):

@@ -24,7 +24,7 @@ from ..data import (
 )
 from ..data.batched_views import build_batched_ssl_views
 from ..data.wrappers import DecodedImages
-from ..errors import UnknownSplitError
+from ..errors import ConfigError, UnknownSplitError
 from .config import PretrainConfig
 
 _MAX_CACHED = 100_000  # decoded images kept in memory up to this split size
@@ -161,6 +161,12 @@ def build_monitor_data(config: PretrainConfig, train: ImageDataset) -> MonitorDa
         )
     if config.knn_max_bank is not None and len(bank.dataset) > config.knn_max_bank:
         bank = replace(bank, dataset=bank.dataset.shuffle(seed=0).select(range(config.knn_max_bank)))
+    if len(bank.dataset) < config.knn_k:
+        raise ConfigError(
+            f"knn_k={config.knn_k} neighbours, but the k-NN bank ({config.eval_train_split!r}"
+            + (f", knn_max_bank={config.knn_max_bank}" if config.knn_max_bank is not None else "")
+            + f") holds {len(bank.dataset)} images: lower knn_k or use a larger bank"
+        )
     transform = build_eval_transform(image_size=train.image_size, mean=train.mean, std=train.std)
 
     def loader(info: ImageDataset) -> DataLoader:
