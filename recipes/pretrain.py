@@ -47,7 +47,7 @@ from timm_gated_ssl.recipe.data import (
     build_train_loader,
     load_train_split,
 )
-from timm_gated_ssl.recipe.outputs import list_checkpoints, write_json
+from timm_gated_ssl.recipe.outputs import list_checkpoints, refuse_earlier_run, write_json
 from timm_gated_ssl.recipe.state_files import check_resume
 from timm_gated_ssl.recipe.validate import check_environment
 from timm_gated_ssl.ssl import build_ssl_objective, cosine_momentum_schedule
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         state_path = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
         check_resume(state_path, config, world_size=accelerator.num_processes,
                      run_config=output_dir / "config.yaml")
+    refuse_earlier_run(output_dir, overwrite=args.overwrite, resuming=state_path is not None)
     set_seed(config.seed, device_specific=True)
 
     # ---- data

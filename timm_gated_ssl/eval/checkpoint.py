@@ -317,6 +317,8 @@ def evaluate_checkpoint(
     for name, folder in (("output_dir", output_dir), ("export_dir", export_dir)):
         if folder is not None:
             check_output_dir(folder, name=name)  # before the long passes, not after them
+    if hub_id is not None and (not isinstance(hub_id, str) or hub_id.count("/") != 1):
+        raise ValueError(f"hub_id must be a Hub dataset id 'owner/name', got {hub_id!r}")
     if data_dir is not None and not os.path.isdir(data_dir):
         raise ValueError(f"data_dir {os.fspath(data_dir)!r} is not an existing folder")
     if isinstance(linear_seeds, (str, bytes)) or not linear_seeds:

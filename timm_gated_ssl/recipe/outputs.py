@@ -66,11 +66,9 @@ def earlier_run(path: str | Path) -> list[str]:
     return found
 
 
-def prepare_output_dir(path: str | Path, *, overwrite: bool, resuming: bool) -> Path:
-    """Create ``path``, refusing one that holds an earlier run unless overwriting or resuming.
-
-    Stale temporaries of a killed run are removed first (:func:`remove_stale_temporaries`).
-    """
+def refuse_earlier_run(path: str | Path, *, overwrite: bool, resuming: bool) -> None:
+    """Raise when ``path`` holds an earlier run that is neither overwritten nor resumed (read-only
+    check: ``recipes/pretrain.py`` calls it before loading any data)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputDirNotEmptyError(f"--output_dir {path} is a file, not a folder")
@@ -82,6 +80,14 @@ def prepare_output_dir(path: str | Path, *, overwrite: bool, resuming: bool) -> 
             + (" or --resume_from_checkpoint latest to continue it" if states else
                " (it has no training state to resume from)")
         )
+
+
+def prepare_output_dir(path: str | Path, *, overwrite: bool, resuming: bool) -> Path:
+    """Create ``path``, refusing one that holds an earlier run unless overwriting or resuming
+    (:func:`refuse_earlier_run`). Stale temporaries of a killed run are removed
+    (:func:`remove_stale_temporaries`)."""
+    path = Path(path)
+    refuse_earlier_run(path, overwrite=overwrite, resuming=resuming)
     if overwrite and not resuming:
         for name in RUN_FILES:
             target = path / name
