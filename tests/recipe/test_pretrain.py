@@ -112,3 +112,14 @@ def test_tensorboard_tracker(pretrain: Any, tmp_path: Path) -> None:
     run(pretrain, tmp_path, "--max_steps", "2", "--report_to", "tensorboard", "--eval_split", "null",
         "--eval_train_split", "null")
     assert list(tmp_path.rglob("events.out.tfevents.*")), "no tensorboard event file written"
+
+
+def test_per_image_augmentation_resumes_exactly(pretrain: Any, tmp_path: Path) -> None:
+    # The torchvision v2 path, image by image (augmentation: per_image), stays available and exact.
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    args = ("--augmentation", "per_image", "--eval_split", "null", "--eval_train_split", "null")
+    run(pretrain, straight, "--max_steps", "3", *args)
+    run(pretrain, resumed, "--max_steps", "2", *args)
+    run(pretrain, resumed, "--max_steps", "3", "--resume_from_checkpoint", "latest", *args)
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
