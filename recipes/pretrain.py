@@ -36,8 +36,12 @@ from timm_gated_ssl.recipe import (
     NonFiniteLossError,
     PretrainConfig,
     TrainState,
+    check_environment,
+    check_resume,
     export_model,
+    list_checkpoints,
     prepare_output_dir,
+    refuse_earlier_run,
     resolve_checkpoint,
     save_training_state,
 )
@@ -47,9 +51,7 @@ from timm_gated_ssl.recipe.data import (
     build_train_loader,
     load_train_split,
 )
-from timm_gated_ssl.recipe.outputs import list_checkpoints, refuse_earlier_run, write_json
-from timm_gated_ssl.recipe.state_files import check_resume
-from timm_gated_ssl.recipe.validate import check_environment
+from timm_gated_ssl.recipe.outputs import write_json
 from timm_gated_ssl.ssl import build_ssl_objective, cosine_momentum_schedule
 
 

@@ -417,10 +417,11 @@ def cost_table(
         include_linear: Count linear layers too.
     """
     model = _unwrap(model)
-    size = check_input_size(model, _input_size(input_size), caller="cost_table")
+    size = _input_size(input_size)
     key = (size, bool(include_linear), tuple(id(g) for _, g in iter_gates(model)))
     tables = _TABLES.setdefault(model, {})
     if key not in tables:
+        check_input_size(model, size, caller="cost_table")  # once per size: training steps pay nothing
         reference = next(model.parameters(), None)
         dummy = torch.zeros((1, *size), device=getattr(reference, "device", None),
                             dtype=getattr(reference, "dtype", None))

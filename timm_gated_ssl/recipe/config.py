@@ -17,10 +17,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, check_budget
-from ..files import atomic_write_text
+from ..errors import check_budget
 from ..ssl import SSL_LOSSES
-from .validate import check_fields, parse_value, read_yaml
 
 OPTIMIZERS = ("lars", "sgd", "adamw")
 
@@ -115,7 +113,7 @@ class PretrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_fields(self)  # every field's range, finite floats (validate.py)
+        _validate().check_fields(self)  # every field's range, finite floats
         self.budget = check_budget(self.budget)
         if self.method not in SSL_LOSSES:
             raise ValueError(f"unknown method {self.method!r}; valid methods: {', '.join(SSL_LOSSES)}")
@@ -148,7 +146,7 @@ class PretrainConfig:
         if unknown:
             close = {k: difflib.get_close_matches(str(k), cls.field_names(), n=1) for k in unknown}
             hints = [f"{k!r} (did you mean {c[0]!r}?)" if c else repr(k) for k, c in close.items()]
-            raise ConfigError(f"unknown config key(s) {', '.join(hints)}; valid keys: {', '.join(cls.field_names())}")
+            raise _error(f"unknown config key(s) {', '.join(hints)}; valid keys: {', '.join(cls.field_names())}")
         hints = typing.get_type_hints(cls)
         return cls(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
 
@@ -157,7 +155,7 @@ class PretrainConfig:
         """Read a YAML config and apply ``["--key", "value", ...]`` overrides."""
         values: dict[str, Any] = {}
         if path is not None:
-            values.update(read_yaml(path))  # one-line errors naming the file, line and column
+            values.update(_validate().read_yaml(path))  # errors name the file, line and column
         values.update(parse_overrides(overrides or []))
         return cls.from_dict(values)
 
@@ -165,6 +163,8 @@ class PretrainConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
+        from ..files import atomic_write_text  # umask permissions, never half-written
+
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     def model_args(self) -> dict[str, Any]:
@@ -182,16 +182,16 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
     while i < len(tokens):
         token = tokens[i]
         if not token.startswith("--"):
-            raise ConfigError(f"expected --key value, got {token!r}")
+            raise _error(f"expected --key value, got {token!r}")
         key = token[2:].replace("-", "_")
         if "=" in key:
             key, raw = key.split("=", 1)
             i += 1
         else:
             if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
-                raise ConfigError(f"--{key} needs a value")
+                raise _error(f"--{key} needs a value")
             raw, i = tokens[i + 1], i + 2
-        values[key] = parse_value(key, raw)
+        values[key] = _validate().parse_value(key, raw)
     return values
 
 
@@ -210,4 +210,18 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         if base in (str, bool, dict) and isinstance(value, base):
             return value
     expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
-    raise ConfigError(f"config key {name!r} must be {expected}, got {json.dumps(value, default=str)}")
+    raise _error(f"config key {name!r} must be {expected}, got {json.dumps(value, default=str)}")
+
+
+def _validate() -> types.ModuleType:
+    """:mod:`.validate`, where the checks live (imported on use: it is the config's companion)."""
+    from . import validate
+
+    return validate
+
+
+def _error(message: str) -> Exception:
+    """The :class:`~timm_gated_ssl.errors.ConfigError` to raise (a ``ValueError``)."""
+    from ..errors import ConfigError
+
+    return ConfigError(message)
