@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from accelerate import Accelerator
 
-from timm_gated_ssl.errors import GatingError
+from timm_gated_ssl.cli import HANDLED_ERRORS, error_line
 from timm_gated_ssl.eval import evaluate_checkpoint
 from timm_gated_ssl.eval.outputs import channel_usage_markdown
 
@@ -73,9 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             output_dir=args.output_dir, export_dir=args.export_dir, model_name=args.model_name,
             seed=args.seed,
         )
-    except (GatingError, ValueError, TypeError, FileNotFoundError) as error:  # one line, no traceback
+    except HANDLED_ERRORS as error:  # one line, no traceback (timm_gated_ssl.cli)
         if accelerator.is_main_process:
-            print(f"error: {error}", file=sys.stderr)
+            print(error_line(error), file=sys.stderr)
         return 2
     if accelerator.is_main_process:
         usage = channel_usage_markdown(result)

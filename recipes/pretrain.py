@@ -12,8 +12,6 @@ optimizer, ``prepare``, loop, export.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -28,15 +26,22 @@ from tqdm.auto import tqdm
 import timm_gated_ssl
 from timm_gated_ssl import gate_mode, has_gates
 from timm_gated_ssl.budget import BudgetLoss, gated_param_groups
+from timm_gated_ssl.cli import run_main
 from timm_gated_ssl.compute import count_macs
+from timm_gated_ssl.errors import ConfigError
 from timm_gated_ssl.eval import extract_features, knn_accuracy
+from timm_gated_ssl.files import check_output_dir
 from timm_gated_ssl.recipe import (
     DualSSLModel,
     NonFiniteLossError,
     PretrainConfig,
     TrainState,
+    check_environment,
+    check_resume,
     export_model,
+    list_checkpoints,
     prepare_output_dir,
+    refuse_earlier_run,
     resolve_checkpoint,
     save_training_state,
 )
@@ -97,7 +102,7 @@ def realised_mac_ratio(
     return {"mac_ratio": ratio, "flops_reduction": 1.0 - ratio, "dense_macs": dense, "gated_macs": ratio * dense}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args, config = parse_args(argv)
     # A dense warm-up leaves the gates unused in its steps: DDP must be told.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=config.gating and config.dense_warmup_epochs > 0)
@@ -107,16 +112,28 @@ def main(argv: list[str] | None = None) -> None:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True), kwargs_handlers=[ddp],
     )
     output_dir = Path(args.output_dir)
-    if accelerator.is_main_process:
-        prepare_output_dir(output_dir, overwrite=args.overwrite, resuming=args.resume_from_checkpoint is not None)
-        config.save(output_dir / "config.yaml")
-    accelerator.wait_for_everyone()
+    # ---- checks: nothing is built or written before the config, model and state are known good
+    if args.overwrite and args.resume_from_checkpoint:
+        raise ConfigError("--overwrite replaces the run that --resume_from_checkpoint continues: pass one")
+    check_environment(config)
+    check_output_dir(output_dir, name="--output_dir")
+    state_path = None
+    if args.resume_from_checkpoint:
+        state_path = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
+        check_resume(state_path, config, world_size=accelerator.num_processes,
+                     run_config=output_dir / "config.yaml")
+    refuse_earlier_run(output_dir, overwrite=args.overwrite, resuming=state_path is not None)
     set_seed(config.seed, device_specific=True)
 
     # ---- data
     train_info = load_train_split(config)
     loader = build_train_loader(config, train_info, world_size=accelerator.num_processes)
     monitor = build_monitor_data(config, train_info) if (config.knn_every or config.eval_split) else None
+    if accelerator.is_main_process:
+        prepare_output_dir(output_dir, overwrite=args.overwrite, resuming=state_path is not None)
+        config.save(output_dir / "config.yaml")
+    accelerator.wait_for_everyone()
+    record = config.to_dict()  # saved with every training state, checked on resume
 
     # ---- model: backbone (gated or plain), SSL heads and loss, budget losses
     backbone = timm.create_model(config.model, **config.model_args())
@@ -160,10 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     state = TrainState()
     accelerator.register_for_checkpointing(scheduler, state)
-    if args.resume_from_checkpoint:
-        path = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
-        accelerator.load_state(str(path))
-        accelerator.print(f"resumed from {path} at step {state.step} (epoch {state.epoch})")
+    if state_path is not None:
+        accelerator.load_state(str(state_path))
+        accelerator.print(f"resumed from {state_path} at step {state.step} (epoch {state.epoch})")
     if args.report_to:
         # Trackers (tensorboard's hparams) take scalars only: dicts and None become strings.
         scalars = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.to_dict().items()}
@@ -174,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     progress = tqdm(total=max_updates, initial=state.step, disable=args.no_progress or not accelerator.is_main_process,
                     desc="pretrain", dynamic_ncols=True)
     start_time, start_images = time.perf_counter(), state.images_seen
+    last_time = start_time  # state.train_seconds sums training time over every segment of the run
     metrics: dict[str, float] = {}
     interrupted = False
     try:
@@ -192,16 +209,21 @@ def main(argv: list[str] | None = None) -> None:
                                 gating_active=epoch_float >= config.dense_warmup_epochs)
                     bad = (~torch.isfinite(out.loss.detach())).float().reshape(1)
                     if accelerator.reduce(bad, "sum").item() > 0:
+                        saved = list_checkpoints(output_dir)
+                        kept = (f"the last saved training state ({saved[-1]}) is kept" if saved else
+                                "no training state had been saved yet (save_every), so there is "
+                                "nothing to resume from")
                         raise NonFiniteLossError(
                             f"the loss became {out.loss.item()} at step {state.step + 1} (epoch {state.epoch}); "
-                            "training stopped and the last saved training state is kept. Lower lr or "
-                            "use fp32 / bf16 instead of fp16."
+                            f"training stopped and {kept}. Lower lr or use fp32 / bf16 instead of fp16."
                         )
                     accelerator.backward(out.loss)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                 state.batch_in_epoch += 1
                 state.images_seen += view_gated.shape[0] * accelerator.num_processes
+                now = time.perf_counter()
+                state.train_seconds, last_time = state.train_seconds + (now - last_time), now
                 if not accelerator.sync_gradients:
                     continue
                 state.step += 1
@@ -227,25 +249,26 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
                 if config.save_every and state.epoch % config.save_every == 0:
-                    save_training_state(accelerator, output_dir, state.step)
+                    save_training_state(accelerator, output_dir, state.step, config=record)
                 if monitor is not None and config.knn_every and state.epoch % config.knn_every == 0:
                     knn = knn_monitor(accelerator, unwrapped.backbone, monitor, config)
                     accelerator.log(knn, step=state.step)
                     progress.write(f"epoch {state.epoch}: " + ", ".join(f"{k} {v:.2f}" for k, v in knn.items()))
+                last_time = time.perf_counter()  # saving and monitoring are not training time
     except KeyboardInterrupt:
         interrupted = True
         accelerator.print("interrupted: saving the training state")
-        save_training_state(accelerator, output_dir, state.step)
+        save_training_state(accelerator, output_dir, state.step, config=record)
     progress.close()
-    wall_time = time.perf_counter() - start_time
 
     # ---- export: timm checkpoint, metrics, final training state
     if not interrupted:
-        save_training_state(accelerator, output_dir, state.step)
+        save_training_state(accelerator, output_dir, state.step, config=record)
     backbone = unwrapped.backbone
+    # Whole-run numbers (every segment, resumes included): resuming a finished run keeps them.
     metrics.update(steps=state.step, epochs=state.epoch + state.batch_in_epoch / max(len(loader), 1),
-                   images_per_s=(state.images_seen - start_images) / max(wall_time, 1e-9),
-                   wall_time_s=wall_time, world_size=accelerator.num_processes)
+                   images_per_s=state.images_seen / max(state.train_seconds, 1e-9),
+                   wall_time_s=state.train_seconds, world_size=accelerator.num_processes)
     # DDP keeps replicas identical; check it, since a desync would silently corrupt the export.
     checksum = torch.stack([p.detach().double().sum() for p in backbone.parameters()]).sum()
     gathered = accelerator.gather(checksum.reshape(1).to(accelerator.device))
@@ -259,17 +282,10 @@ def main(argv: list[str] | None = None) -> None:
         write_json(output_dir / "metrics.json", metrics)
         print("final: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     accelerator.end_training()
-    if interrupted:
-        sys.exit(130)
+    return 130 if interrupted else 0
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileExistsError, FileNotFoundError, NonFiniteLossError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.stdout.flush()
-        os._exit(2)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # gloo may abort at interpreter exit after the work is done
+    # One line `error: ...` for the library's errors; os._exit because gloo may abort at
+    # interpreter exit after the work is done.
+    run_main(main, hard_exit=True)

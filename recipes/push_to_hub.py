@@ -15,7 +15,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from timm_gated_ssl.hub import HubError, push_to_hub
+from timm_gated_ssl.cli import HANDLED_ERRORS, error_line
+from timm_gated_ssl.hub import push_to_hub
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -41,9 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             token=args.token, revision=args.revision, commit_message=args.commit_message,
             datasets=args.dataset, license=args.license, ssl_method=args.ssl_method,
         )
-    except HubError as err:  # one clear line, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except HANDLED_ERRORS as err:  # one clear line, no traceback (timm_gated_ssl.cli)
+        print(error_line(err), file=sys.stderr)
+        return 2
     print(f"pushed {', '.join(result.files)} to {result.repo_url} ({result.revision})")
     if result.deleted:
         print(f"removed stale files: {', '.join(result.deleted)}")

@@ -60,3 +60,40 @@ def check_budget(budget: object, *, name: str = "budget") -> float:
 class CalibrationError(GatingError, ValueError):
     """``calibrate_budget`` cannot meet its request: no calibration data, a target the model cannot
     reach (below the cost of its never-gated layers), or no threshold within the tolerance."""
+
+
+class ConfigError(GatingError, ValueError):
+    """A recipe's configuration is unusable: a malformed YAML file, an unknown key, a value of the
+    wrong type or out of range, a model that does not exist or takes other arguments."""
+
+
+class DataError(GatingError, ValueError):
+    """A dataset cannot be used as asked: a split it does not have, a folder without images, an
+    image that cannot be decoded."""
+
+
+class UnknownSplitError(DataError):
+    """A dataset has no split of the requested name.
+
+    Attributes:
+        split: The requested split.
+        available: The splits it has (when known).
+    """
+
+    def __init__(self, message: str, *, split: str, available: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.split = split
+        self.available = list(available or [])
+
+
+class DamagedFileError(GatingError, ValueError):
+    """A file this library wrote or reads (weights, a training state) is truncated or damaged."""
+
+
+class TrainingStateError(GatingError, ValueError):
+    """A training state cannot be resumed from exactly: not a state folder, damaged, saved by
+    another number of processes, or from a run with other hyperparameters."""
+
+
+class InputShapeError(GatingError, ValueError):
+    """Images given to an accounting or export function do not have the shape the model takes."""

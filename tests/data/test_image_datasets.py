@@ -50,7 +50,7 @@ def test_digits_preset_metadata() -> None:
     arr = np.stack([np.asarray(r["image"]) for r in info.dataset.select(range(300))]) / 255
     assert abs(arr.mean() - info.mean[0]) < 0.05 and abs(arr.std() - info.std[0]) < 0.05
     with pytest.raises(
-        ValueError, match=r"digits split must be one of \['test', 'train'\], got 'val'"
+        ValueError, match=r"the digits dataset has no split 'val'; it has: test, train"
     ):
         load_image_dataset("digits", split="val")
 

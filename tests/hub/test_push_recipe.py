@@ -35,4 +35,4 @@ def test_recipe_pushes_a_checkpoint_dir(hub, gated_model, results_dict, tmp_path
 def test_recipe_reports_errors_in_one_line(hub, tmp_path, capsys) -> None:
     code = _recipe().main(["--checkpoint", str(tmp_path / "nothing"), "--repo_id", "a/b"])
     err = capsys.readouterr().err
-    assert code == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err

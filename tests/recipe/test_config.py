@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from timm_gated_ssl.budget import BoundLoss
+from timm_gated_ssl.errors import ConfigError
 from timm_gated_ssl.recipe import PretrainConfig, parse_overrides
 
 # Pretraining configs; finetune_*.yaml are FinetuneConfig files (tests/finetune/test_configs.py).
@@ -29,11 +31,32 @@ def test_yaml_then_overrides(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        (["--lrr", "1"], r"unknown config key\(s\) \['lrr'\]; valid keys: model, "),
+        (["--lrr", "1"], r"unknown config key\(s\) 'lrr' \(did you mean 'lr'\?\); valid keys: model, "),
         (["--method", "moco"], "unknown method 'moco'; valid methods: vicreg, simsiam, simclr, byol"),
         (["--budget", "1.2"], r"in \(0, 1\]"),
         (["--epochs", "x"], "'epochs' must be int"),
-        (["--batch_size", "0"], "batch_size must be >= 1"),
+        (["--batch_size", "0"], "batch_size must be >= 2"),
+        (["--batch_size", "1"], "batch_size must be >= 2"),
+        (["--image_size", "0"], "image_size must be >= 1"),
+        (["--image_size", "-3"], "image_size must be >= 1"),
+        (["--lr", ".nan"], "lr must be a finite number"),
+        (["--budget_weight", ".inf"], "budget_weight must be a finite number"),
+        (["--momentum", "1.0"], r"momentum must be in \[0, 1\)"),
+        (["--byol_momentum", "-0.1"], r"byol_momentum must be in \[0, 1\)"),
+        (["--knn_temperature", "0"], "knn_temperature must be > 0"),
+        (["--seed", "-1"], "seed must be in"),
+        (["--min_lr", "1.0"], "min_lr .* must be <= lr"),
+        (["--train_subset", "0"], "train_subset must be >= 1"),
+        (["--knn_max_bank", "0"], "knn_max_bank must be >= 1"),
+        (["--eval_split", "null"], "set both, or both to null"),
+        (["--knn_every", "1", "--eval_split", "null", "--eval_train_split", "null"], "knn_every=1 needs"),
+        (["--train_split", "''"], "train_split must be a non-empty string"),
+        (["--hub_id", "cifar"], "hub_id must be a Hub dataset id"),
+        (["--model_kwargs", "{budget: 0.2}"], "model_kwargs may not set budget"),
+        (["--model_kwargs", "{num_classes: 10}"], "model_kwargs may not set num_classes"),
+        (["--model_kwargs", "{foo: 1"], r"--model_kwargs '\{foo: 1': line 1, column \d+: malformed YAML"),
+        (["--augmentation", "gpu"], "unknown augmentation 'gpu'; valid: batched, per_image"),
+        (["--lr", "--epochs", "3"], "--lr needs a value"),
         (["--optimizer", "adam"], "valid: lars, sgd, adamw"),
         (["--lr"], "--lr needs a value"),
     ],
@@ -41,6 +64,42 @@ def test_yaml_then_overrides(tmp_path: Path) -> None:
 def test_bad_config(overrides: list[str], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         PretrainConfig.load(None, overrides)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("epochs: 3\nbudget: [0.2\n", r"c\.yaml: line \d+, column \d+: malformed YAML"),
+        ("epochs: 3\n  lr: 0.1\n", r"c\.yaml: line 2, column 5: malformed YAML"),
+        ("epochs: 3\nepochs: 4\n", r"c\.yaml: line 2, column 1: malformed YAML: key 'epochs' is given twice"),
+        ("- epochs\n", "c.yaml: a config must be a mapping"),
+        ("lr: .nan\n", "lr must be a finite number"),
+    ],
+)
+def test_malformed_yaml_names_file_line_and_column(tmp_path: Path, text: str, match: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match) as info:
+        PretrainConfig.load(path)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_or_unreadable_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        PretrainConfig.load(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="is a folder"):
+        PretrainConfig.load(tmp_path)
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00lr")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        PretrainConfig.load(tmp_path / "bin.yaml")
+
+
+def test_every_float_field_must_be_finite() -> None:
+    # Also fields without a range of their own (added later): a YAML .nan is a float.
+    for field in dataclasses.fields(PretrainConfig):
+        if field.type in ("float", "float | None"):
+            with pytest.raises(ConfigError, match=f"{field.name} must be"):
+                PretrainConfig.load(None, [f"--{field.name}", ".nan"])
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

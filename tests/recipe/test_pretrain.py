@@ -13,6 +13,7 @@ import torch
 
 import timm_gated_ssl
 from tests.recipe.conftest import run, weights
+from timm_gated_ssl.errors import TrainingStateError
 from timm_gated_ssl.recipe import DualSSLModel, NonFiniteLossError, OutputDirNotEmptyError
 from timm_gated_ssl.recipe.outputs import list_checkpoints, resolve_checkpoint
 
@@ -99,7 +100,7 @@ def test_half_written_state_is_ignored(pretrain: Any, tmp_path: Path) -> None:
         (("--batch_size", "100"), ValueError, "has only 64"),
         (("--budget", "0"), ValueError, r"\(0, 1\]"),
         (("--model", "resnet18_cifar"), ValueError, "gated_"),
-        (("--resume_from_checkpoint", "latest"), FileNotFoundError, "no training state"),
+        (("--resume_from_checkpoint", "latest"), TrainingStateError, "no training state"),
     ],
 )
 def test_bad_input(pretrain: Any, tmp_path: Path, args: tuple[str, ...], error: type, match: str) -> None:
@@ -111,3 +112,14 @@ def test_tensorboard_tracker(pretrain: Any, tmp_path: Path) -> None:
     run(pretrain, tmp_path, "--max_steps", "2", "--report_to", "tensorboard", "--eval_split", "null",
         "--eval_train_split", "null")
     assert list(tmp_path.rglob("events.out.tfevents.*")), "no tensorboard event file written"
+
+
+def test_per_image_augmentation_resumes_exactly(pretrain: Any, tmp_path: Path) -> None:
+    # The torchvision v2 path, image by image (augmentation: per_image), stays available and exact.
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    args = ("--augmentation", "per_image", "--eval_split", "null", "--eval_train_split", "null")
+    run(pretrain, straight, "--max_steps", "3", *args)
+    run(pretrain, resumed, "--max_steps", "2", *args)
+    run(pretrain, resumed, "--max_steps", "3", "--resume_from_checkpoint", "latest", *args)
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -37,7 +37,9 @@ from timm.layers import BlurPool2d
 from torch import nn
 
 from ..attach import gate_mode, iter_gates
+from ..errors import InputShapeError
 from ..gates import BlockGate
+from .inputs import check_images, check_input_size
 
 __all__ = [
     "BLOCK_COSTS",
@@ -419,6 +421,7 @@ def cost_table(
     key = (size, bool(include_linear), tuple(id(g) for _, g in iter_gates(model)))
     tables = _TABLES.setdefault(model, {})
     if key not in tables:
+        check_input_size(model, size, caller="cost_table")  # once per size: training steps pay nothing
         reference = next(model.parameters(), None)
         dummy = torch.zeros((1, *size), device=getattr(reference, "device", None),
                             dtype=getattr(reference, "dtype", None))
@@ -485,7 +488,7 @@ def count_macs(
         >>> result.dense, result.gated.shape, result.mean_ratio
     """
     model = _unwrap(model)
-    size = _input_size(images)
+    size = check_images(model, images, caller="count_macs")  # names the expected shape
     gates = list(iter_gates(model))
     saved = [g.masks for _, g in gates]
     try:
@@ -493,11 +496,16 @@ def count_macs(
                 _eval_and_restore(model, stochastic_gates=stochastic), torch.no_grad():
             for _, g in gates:
                 g.masks = None
-            if gates:
-                with gate_mode(model, "gated"):
+            try:
+                if gates:
+                    with gate_mode(model, "gated"):
+                        model(images)
+                else:
                     model(images)
-            else:
-                model(images)
+            except (RuntimeError, AssertionError) as err:  # e.g. an image too small for the stem
+                raise InputShapeError(
+                    f"count_macs: the model cannot run images of shape {tuple(images.shape)}: {err}"
+                ) from None
             masks = {name: g.masks for name, g in gates if g.masks is not None}
         table = _build_table(model, stats, ran, size)
     finally:

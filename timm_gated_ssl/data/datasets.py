@@ -8,6 +8,7 @@ Debian package). Anything else is a local image folder or a Hugging Face Hub id.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import datasets
 
 from timm_gated_ssl.data.digits import DIGITS_MEAN, DIGITS_SIZE, DIGITS_STD, load_digits_dataset
 from timm_gated_ssl.data.fashion_mnist import load_fashion_mnist
+from timm_gated_ssl.errors import DataError, UnknownSplitError
 
 __all__ = [
     "DATASET_PRESETS",
@@ -163,24 +165,82 @@ def _load_preset(
     if name == "digits":
         splits = load_digits_dataset()
         if split not in splits:
-            raise ValueError(f"digits split must be one of {sorted(splits)}, got {split!r}")
+            raise UnknownSplitError(f"the digits dataset has no split {split!r}; it has: "
+                                    f"{', '.join(sorted(splits))}", split=split, available=sorted(splits))
         return splits[split]
     if name == "fashion_mnist":
+        if split not in ("train", "test"):
+            raise UnknownSplitError(f"fashion_mnist has no split {split!r}; it has: train, test",
+                                    split=split, available=["train", "test"])
         return load_fashion_mnist(split, *([data_dir] if data_dir else []))
     if data_dir is not None:
-        return datasets.load_dataset("imagefolder", data_dir=data_dir, split=split, **load_kwargs)
+        return _load_folder(data_dir, split, load_kwargs)
     repo = hub_id or preset.hub_id
     if repo is None:
-        raise ValueError(f"dataset {name!r} has no default location: pass data_dir= or hub_id=")
+        raise DataError(f"dataset {name!r} has no default location: pass data_dir= or hub_id=")
+    return _load_hub(repo, split, load_kwargs, hint=" Pass hub_id= a repository that has it or "
+                     "data_dir= a local image folder")
+
+
+_SPLIT_PATTERN = re.compile(r"""Unknown split ["']?([^"']+)["']?\. Should be one of \[(.*)\]""")
+
+
+def _split_error(source: str, split: str, err: Exception, hint: str = "") -> UnknownSplitError | None:
+    """Our error for ``datasets``' 'Unknown split "x". Should be one of [...]' (else None)."""
+    match = _SPLIT_PATTERN.search(str(err))
+    if match is None:
+        return None
+    available = [a.strip().strip("'\"") for a in match.group(2).split(",") if a.strip()]
+    return UnknownSplitError(f"{source} has no split {split!r}; it has: {', '.join(available)}.{hint}",
+                             split=split, available=available)
+
+
+def _load_hub(repo: str, split: str, load_kwargs: dict[str, Any], *, hint: str = "") -> datasets.Dataset:
     try:
         return datasets.load_dataset(repo, split=split, **load_kwargs)
     except ValueError as err:
-        if "split" in str(err).lower():
-            raise ValueError(
-                f"{name!r} ({repo}) has no split {split!r}: {err}. Pass hub_id= a repository "
-                "that has it or data_dir= a local image folder"
-            ) from err
+        translated = _split_error(f"Hub dataset {repo}", split, err, hint)
+        if translated is not None:
+            raise translated from None
         raise
+
+
+def _load_folder(folder: str, split: str, load_kwargs: dict[str, Any]) -> datasets.Dataset:
+    """An image folder's split, with errors naming the folder, its splits and what to do."""
+    layout = (f"expected {folder}/<class>/<image> or {folder}/<split>/<class>/<image> (split folders "
+              "train/, test/, validation/)")
+    extensions = ", ".join(_IMAGE_EXTENSIONS[:6])
+    try:
+        builder = datasets.load_dataset_builder("imagefolder", data_dir=folder, **load_kwargs)
+    except datasets.data_files.EmptyDatasetError:
+        raise DataError(f"image folder {folder} holds no images ({extensions}, ...); {layout}") from None
+    available = [str(name) for name in (builder.config.data_files or {})]
+    if split not in available:
+        raise UnknownSplitError(
+            f"image folder {folder} has no split {split!r}; it has: {', '.join(available) or 'none'} "
+            f"({layout})", split=split, available=available)
+    try:
+        return datasets.load_dataset("imagefolder", data_dir=folder, split=split, **load_kwargs)
+    except ValueError as err:
+        if "corresponds to no data" in str(err):
+            raise DataError(f"split {split!r} of image folder {folder} holds no images ({extensions}, "
+                            f"...); {layout}") from None
+        translated = _split_error(f"image folder {folder}", split, err)
+        if translated is not None:
+            raise translated from None
+        raise
+
+
+def _image_extensions() -> list[str]:
+    try:
+        from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+        return list(ImageFolder.EXTENSIONS)
+    except (ImportError, AttributeError):  # pragma: no cover - other datasets versions
+        return [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"]
+
+
+_IMAGE_EXTENSIONS = sorted(_image_extensions(), key=lambda e: e not in (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif"))
 
 
 def load_image_dataset(
@@ -232,6 +292,9 @@ def load_image_dataset(
             (the message lists the columns), or an unknown split of an embedded dataset.
         FileNotFoundError: Fashion-MNIST files missing (the message gives the install command).
     """
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or image_size < 1):
+        raise ValueError(f"image_size must be an integer >= 1 or None, got {image_size!r}")
     if isinstance(name_or_path, datasets.Dataset):
         ds, name, key, preset = name_or_path, "<in-memory>", "", None
     else:
@@ -252,13 +315,13 @@ def load_image_dataset(
             label_column = preset.label_column
         defaults = preset
     elif Path(name).is_dir():
-        ds = datasets.load_dataset("imagefolder", data_dir=name, split=split, **load_kwargs)
+        ds = _load_folder(name, split, load_kwargs)
         defaults = None
     elif "/" in name and not name.startswith((".", "/")):
-        ds = datasets.load_dataset(name, split=split, **load_kwargs)
+        ds = _load_hub(name, split, load_kwargs)
         defaults = None
     else:
-        raise ValueError(
+        raise DataError(
             f"unknown dataset {name!r}: not a preset ({sorted(DATASET_PRESETS)}), not an existing "
             "directory, and not a Hub id of the form 'owner/name'"
         )
@@ -277,5 +340,5 @@ def load_image_dataset(
         num_classes=num_classes,
         mean=tuple(mean) if mean is not None else (defaults.mean if defaults else IMAGENET_MEAN),
         std=tuple(std) if std is not None else (defaults.std if defaults else IMAGENET_STD),
-        image_size=image_size or (defaults.image_size if defaults else 224),
+        image_size=image_size if image_size is not None else (defaults.image_size if defaults else 224),
     )  # type: ignore[arg-type]

@@ -35,6 +35,7 @@ from ..calibration import budget_key, calibrate_budget, calibrated_budgets
 from ..compute import CostTable, cost_table
 from ..data import EvalDataset, ImageDataset, build_eval_transform
 from ..errors import NoGatesError, check_budget
+from ..files import check_output_dir
 from .channel_usage import ChannelUsage, channel_usage_from_masks
 from .features import extract_features
 from .knn import knn_accuracy
@@ -308,6 +309,20 @@ def evaluate_checkpoint(
         raise ValueError(f"knn_k must be an integer >= 1, got {knn_k!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    for name, value, low in (("image_size", image_size, 1), ("calibration_size", calibration_size, 1),
+                             ("linear_epochs", linear_epochs, 1), ("num_workers", num_workers, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise ValueError(f"{name} must be an integer >= {low}" + (" or None" if name in
+                             ("image_size", "calibration_size") else "") + f", got {value!r}")
+    for name, folder in (("output_dir", output_dir), ("export_dir", export_dir)):
+        if folder is not None:
+            check_output_dir(folder, name=name)  # before the long passes, not after them
+    if hub_id is not None and (not isinstance(hub_id, str) or hub_id.count("/") != 1):
+        raise ValueError(f"hub_id must be a Hub dataset id 'owner/name', got {hub_id!r}")
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise ValueError(f"data_dir {os.fspath(data_dir)!r} is not an existing folder")
+    if isinstance(linear_seeds, (str, bytes)) or not linear_seeds:
+        raise ValueError(f"linear_seeds must be a non-empty sequence of integers, got {linear_seeds!r}")
     loaded = load_run(checkpoint)
     model = loaded.model
     gated = has_gates(model)
@@ -328,7 +343,7 @@ def evaluate_checkpoint(
         calibration_split=calibration_split,
         calibration_size=calibration_size,
         need_calibration=bool(budget_list),
-        image_size=image_size or pretrain.get("image_size"),
+        image_size=image_size if image_size is not None else pretrain.get("image_size"),
         data_dir=data_dir
         if data_dir is not None
         else (pretrain.get("data_dir") if same_data else None),

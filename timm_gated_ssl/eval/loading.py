@@ -12,6 +12,8 @@ import timm
 import yaml
 from torch import nn
 
+from ..errors import DamagedFileError
+from ..files import check_safetensors
 from ..hub.errors import CheckpointError
 from ..hub.load import check_architecture
 
@@ -99,6 +101,11 @@ def load_run(checkpoint: str | os.PathLike[str] | nn.Module) -> LoadedCheckpoint
     if not isinstance(architecture, str) or not architecture:
         raise CheckpointError(f"{config_path} has no 'architecture' entry; not a timm config")
     check_architecture(architecture, source=str(config_path))
+    if (path / WEIGHT_FILES[0]).is_file():
+        try:
+            check_safetensors(path / WEIGHT_FILES[0])
+        except DamagedFileError as err:
+            raise CheckpointError(str(err)) from None
     try:
         model = timm.create_model(f"local-dir:{path}", pretrained=True)
     except (RuntimeError, ValueError, KeyError, OSError) as err:

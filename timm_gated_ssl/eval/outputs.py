@@ -9,6 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from ..calibration import budget_key
+from ..files import atomic_write_text, honour_umask, remove_stale_temporaries, staging_dir
 from .plots import plot_channel_usage, plot_tradeoff
 from .report import EvaluationResult, ModeEvaluation
 
@@ -35,7 +36,13 @@ def export_calibrated(
         model._model_args = {**saved_args, "calibrated_budgets": dict(table)}
     try:
         out = Path(export_dir)
-        save_for_hf(model, out, safe_serialization=True)
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)  # of an export killed earlier
+        with staging_dir(out, name="export_") as staging:  # atomic, umask permissions
+            save_for_hf(model, staging, safe_serialization=True)
+            honour_umask(staging)
+            for name in ("model.safetensors", "config.json"):  # weights first: config marks completion
+                os.replace(staging / name, out / name)
     finally:
         model.calibrated_budgets = saved_table
         if isinstance(saved_args, dict):
@@ -73,6 +80,7 @@ def write_outputs(result: EvaluationResult, output_dir: str | os.PathLike[str]) 
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # of a write killed earlier
     written: dict[str, Path] = {}
     _write_text(out / "results.json", json.dumps(result.to_dict(), indent=2) + "\n")
     written["json"] = out / "results.json"
@@ -102,6 +110,4 @@ def write_outputs(result: EvaluationResult, output_dir: str | os.PathLike[str]) 
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)

@@ -13,17 +13,19 @@ Example:
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from timm_gated_ssl.eval.channel_usage import ChannelUsage, channel_usage_from_masks
+from timm_gated_ssl.files import atomic_write_bytes
 
 __all__ = [
     "ChannelUsage",
@@ -31,6 +33,7 @@ __all__ = [
     "channel_usage_from_masks",
     "plot_channel_usage",
     "plot_tradeoff",
+    "tradeoff_figure",
 ]
 
 PointKind = Literal["dense", "gated", "vanilla"]
@@ -42,13 +45,16 @@ class TradeoffPoint:
     """One model (or one mode of a model) on the accuracy/compute plane.
 
     Attributes:
-        label: Legend/annotation text, e.g. ``"gated t_d=0.3"``.
+        label: A readable name, e.g. ``"gated t_d=0.3"`` (the plot writes its own short labels).
         macs: Multiply-accumulates per image (> 0).
         mac_fraction: ``macs`` over the dense network's MACs, > 0 (1 for dense/vanilla; a gated
             network can exceed 1 slightly through the gates' own cost).
         accuracy: Top-1 accuracy (%), e.g. the linear-probe mean.
-        budget: Target budget ``t_d`` the run was trained for, if any.
+        budget: Target budget ``t_d``: the one the run was trained for, or for a calibrated point
+            the one calibrated to.
         kind: ``"dense"``, ``"gated"`` or ``"vanilla"`` (a plain SSL baseline without gates).
+        calibrated: A gated point whose threshold was calibrated to ``budget`` (False: the
+            checkpoint's own, trained threshold).
     """
 
     label: str
@@ -57,6 +63,7 @@ class TradeoffPoint:
     accuracy: float
     budget: float | None = None
     kind: PointKind = "gated"
+    calibrated: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -78,14 +85,116 @@ class TradeoffPoint:
             raise ValueError(
                 f"budget of {self.label!r} must be in (0, 1] or None, got {self.budget!r}"
             )
+        if self.calibrated and (self.kind != "gated" or self.budget is None):
+            raise ValueError(f"only a gated point with a budget can be calibrated ({self.label!r})")
 
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Render to ``path`` atomically (umask permissions), in the format of its suffix."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(out, dpi=150, bbox_inches="tight")
-    return out
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=150, bbox_inches="tight", format=out.suffix.lstrip(".") or "png")
+    return atomic_write_bytes(out, buffer.getvalue())
+
+
+# Series of the trade-off plot: (legend label, matplotlib style). Dense and vanilla points need no
+# text: the legend says what they are. Gated points carry their t_d; a checkpoint's own threshold
+# is marked "trained" so it never reads like the calibrated point of the same budget.
+_SERIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "calibrated": ("gated, calibrated to $t_d$", {"marker": "o", "color": "tab:blue", "linestyle": "-"}),
+    "gated": ("gated, trained threshold", {"marker": "D", "color": "tab:purple", "linestyle": "none"}),
+    "dense": ("dense", {"marker": "s", "color": "tab:orange", "linestyle": "none"}),
+    "vanilla": ("vanilla SSL baseline", {"marker": "*", "color": "tab:gray", "markersize": 12,
+                                         "linestyle": "none"}),
+}
+# Label offsets tried in turn (points): right/left of the marker, then further above and below.
+_OFFSETS = [(6, 5), (6, -11), (-6, 5), (-6, -11), (6, 15), (6, -21), (-6, 15), (-6, -21),
+            (10, 25), (10, -31), (-10, 25), (-10, -31)]
+
+
+def _series(point: TradeoffPoint, *, any_calibrated: bool) -> str:
+    if point.kind != "gated":
+        return point.kind
+    # Without calibrated points, the gated points (of several runs) form the curve themselves.
+    return "calibrated" if point.calibrated or not any_calibrated else "gated"
+
+
+def _text(point: TradeoffPoint, series: str) -> str | None:
+    if point.kind != "gated" or point.budget is None:
+        return None
+    return f"$t_d$={point.budget:g}" + (" (trained)" if series == "gated" else "")
+
+
+def _place_labels(fig: Figure, ax: Any, items: list[tuple[tuple[float, float], str, str]]) -> None:
+    """Annotate each point with the first offset whose text overlaps no earlier label and no marker."""
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    markers = [ax.transData.transform(xy) for xy, _, _ in items]
+    placed: list[Any] = []
+    for xy, text, color in items:
+        chosen = None
+        for dx, dy in _OFFSETS:
+            ann = ax.annotate(text, xy, textcoords="offset points", xytext=(dx, dy), fontsize=8,
+                              color=color, ha="left" if dx > 0 else "right")
+            box = ann.get_window_extent(renderer).expanded(1.05, 1.1)
+            hits_marker = any(box.x0 - 3 <= mx <= box.x1 + 3 and box.y0 - 3 <= my <= box.y1 + 3
+                              for mx, my in markers)
+            if not hits_marker and not any(box.overlaps(other) for other in placed):
+                chosen = (ann, box)
+                break
+            ann.remove()
+        if chosen is None:  # crowded: the farthest offset, with a leader line
+            dx, dy = _OFFSETS[-1]
+            ann = ax.annotate(text, xy, textcoords="offset points", xytext=(dx, dy), fontsize=8,
+                              color=color, ha="right", arrowprops={"arrowstyle": "-", "lw": 0.5})
+            chosen = (ann, ann.get_window_extent(renderer))
+        placed.append(chosen[1])
+
+
+def tradeoff_figure(
+    points: Sequence[TradeoffPoint],
+    *,
+    title: str = "Accuracy vs. compute",
+    x: Literal["mac_fraction", "macs"] = "mac_fraction",
+    ylabel: str = "top-1 accuracy (%)",
+) -> Figure:
+    """The figure :func:`plot_tradeoff` saves (a bare Agg figure, for inspection or other formats)."""
+    if not points:
+        raise ValueError("points is empty; nothing to plot")
+    if x not in ("mac_fraction", "macs"):
+        raise ValueError(f"x must be 'mac_fraction' or 'macs', got {x!r}")
+
+    def xval(p: TradeoffPoint) -> float:
+        return p.mac_fraction if x == "mac_fraction" else p.macs
+
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    any_calibrated = any(p.calibrated for p in points)
+    groups: dict[str, list[TradeoffPoint]] = {}
+    for p in points:
+        groups.setdefault(_series(p, any_calibrated=any_calibrated), []).append(p)
+    labels: list[tuple[tuple[float, float], str, str]] = []
+    for series, (legend, style) in _SERIES.items():
+        group = sorted(groups.get(series, []), key=xval)
+        if not group:
+            continue
+        if series == "calibrated" and not any_calibrated:
+            legend = "gated"  # the runs' own thresholds, joined
+        ax.plot([xval(p) for p in group], [p.accuracy for p in group], label=legend, **style)
+        for p in group:
+            text = _text(p, series)
+            if text is not None:
+                labels.append(((xval(p), p.accuracy), text, style["color"]))
+    ax.set_xlabel("MACs / dense MACs" if x == "mac_fraction" else "MACs per image")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.margins(x=0.12, y=0.15)  # room for the labels inside the axes
+    ax.legend(loc="lower right", fontsize=8)
+    ax.autoscale_view()  # final limits first: label placement works in display coordinates
+    _place_labels(fig, ax, labels)
+    return fig
 
 
 def plot_tradeoff(
@@ -96,11 +205,12 @@ def plot_tradeoff(
     x: Literal["mac_fraction", "macs"] = "mac_fraction",
     ylabel: str = "top-1 accuracy (%)",
 ) -> Path:
-    """Plot accuracy against compute: dense points, the gated curve, and a vanilla baseline.
+    """Plot accuracy against compute: the gated curve, the trained threshold, dense and vanilla.
 
-    Gated points are joined by a line in order of compute and annotated with their budget
-    ``t_d``; dense points (one per training run, annotated with the run's ``t_d`` when given) and
-    vanilla points are drawn as separate markers.
+    Calibrated gated points are joined by a line in order of compute (without calibrated points,
+    all gated points are) and labelled with their ``t_d``; a checkpoint's own threshold is a
+    separate marker labelled ``t_d=... (trained)``; dense and vanilla points are named by the
+    legend only. Labels are placed so that no two overlap (nor a marker).
 
     Args:
         points: The points to draw (at least one).
@@ -115,47 +225,7 @@ def plot_tradeoff(
     Raises:
         ValueError: If ``points`` is empty or ``x`` is not one of the two options.
     """
-    if not points:
-        raise ValueError("points is empty; nothing to plot")
-    if x not in ("mac_fraction", "macs"):
-        raise ValueError(f"x must be 'mac_fraction' or 'macs', got {x!r}")
-
-    def xval(p: TradeoffPoint) -> float:
-        return p.mac_fraction if x == "mac_fraction" else p.macs
-
-    fig = Figure(figsize=(6.0, 4.2))
-    ax = fig.add_subplot()
-    styles = {
-        "gated": {"marker": "o", "color": "tab:blue"},
-        "dense": {"marker": "s", "color": "tab:orange"},
-        "vanilla": {"marker": "*", "color": "tab:gray", "markersize": 12},
-    }
-    for kind in ("gated", "dense", "vanilla"):
-        group = sorted((p for p in points if p.kind == kind), key=xval)
-        if not group:
-            continue
-        ax.plot(
-            [xval(p) for p in group],
-            [p.accuracy for p in group],
-            linestyle="-" if kind == "gated" else "none",
-            label=kind,
-            **styles[kind],  # type: ignore[arg-type]
-        )
-        for p in group:
-            if p.budget is not None:
-                ax.annotate(
-                    f"$t_d$={p.budget:g}",
-                    (xval(p), p.accuracy),
-                    textcoords="offset points",
-                    xytext=(4, 4 if kind == "gated" else -10),
-                    fontsize=8,
-                )
-    ax.set_xlabel("MACs / dense MACs" if x == "mac_fraction" else "MACs per image")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best")
-    return _save(fig, path)
+    return _save(tradeoff_figure(points, title=title, x=x, ylabel=ylabel), path)
 
 
 def plot_channel_usage(

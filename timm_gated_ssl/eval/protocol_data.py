@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..data import ImageDataset, load_image_dataset
+from ..errors import UnknownSplitError
 
 __all__ = ["ProtocolData", "prepare_data"]
 
@@ -22,6 +23,16 @@ def _labelled(info: ImageDataset, role: str, argument: str) -> ImageDataset:
             f"{argument}= a labelled split (for STL-10: 'train' / 'test', not 'unlabeled')"
         )
     return info
+
+
+def _load(dataset: str, split: str, argument: str, kwargs: dict[str, Any]) -> ImageDataset:
+    """Load ``split``; a missing split is reported with the argument (and flag) to change."""
+    try:
+        return load_image_dataset(dataset, split=split, **kwargs)
+    except UnknownSplitError as err:
+        choices = f" one of its splits ({', '.join(err.available)})" if err.available else " another split"
+        raise UnknownSplitError(f"{argument}={split!r}: {err}; pass --{argument} ({argument}=){choices}",
+                                split=split, available=err.available) from None
 
 
 def _subset(info: ImageDataset, indices: Sequence[int]) -> ImageDataset:
@@ -77,10 +88,8 @@ def prepare_data(
             "train_split) or name another split"
         )
     kwargs: dict[str, Any] = {"image_size": image_size, "data_dir": data_dir, "hub_id": hub_id}
-    train = _labelled(
-        load_image_dataset(dataset, split=train_split, **kwargs), "train", "train_split"
-    )
-    test = _labelled(load_image_dataset(dataset, split=test_split, **kwargs), "test", "test_split")
+    train = _labelled(_load(dataset, train_split, "train_split", kwargs), "train", "train_split")
+    test = _labelled(_load(dataset, test_split, "test_split", kwargs), "test", "test_split")
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(train), generator=generator).tolist()
     calibration = source = None
@@ -95,7 +104,7 @@ def prepare_data(
         calibration = _subset(train, order[len(order) - held_out :])
         source = f"{train_split} (held out: {held_out} images, not in the probe/k-NN bank)"
     elif need_calibration:
-        info = load_image_dataset(dataset, split=calibration_split, **kwargs)
+        info = _load(dataset, calibration_split, "calibration_split", kwargs)
         if calibration_size is not None and calibration_size < len(info):
             pick = torch.randperm(len(info), generator=torch.Generator().manual_seed(seed))
             info = _subset(info, pick[:calibration_size].tolist())

@@ -348,6 +348,7 @@ class EvaluationResult:
                     accuracy=value,
                     budget=e.budget,
                     kind=e.mode,
+                    calibrated=bool(e.calibrated),
                 )
             )
         return points

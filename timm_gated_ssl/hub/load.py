@@ -22,7 +22,13 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, Revi
 from timm.models import is_model, list_models
 from torch import nn
 
-from .errors import HubAuthError, HubError, HubRepoNotFoundError, UnknownArchitectureError
+from .errors import (
+    HubAuthError,
+    HubError,
+    HubRepoNotFoundError,
+    UnknownArchitectureError,
+    network_error,
+)
 
 __all__ = ["check_architecture", "load_from_hub"]
 
@@ -82,6 +88,8 @@ def load_from_hub(
         UnknownArchitectureError: The checkpoint's architecture is not registered in timm.
         HubRepoNotFoundError: The repository, revision or a file is missing (404).
         HubAuthError: The Hub refused the token (401/403).
+        HubOfflineError: Offline mode is on, or the Hub is unreachable and the files are not cached.
+        HubConnectionError: The Hub cannot be reached.
     """
     if budget is not None:
         kwargs["budget"] = budget
@@ -92,6 +100,11 @@ def load_from_hub(
             config_path = hf_hub_download(repo_id, "config.json", revision=revision or None)
         except HfHubHTTPError as err:
             raise _translate(err, model_id) from None
+        except Exception as err:
+            translated = network_error(err, action=f"downloading {model_id}")
+            if translated is None:
+                raise
+            raise translated from None
         with open(config_path) as f:
             check_architecture(str(json.load(f).get("architecture")), source=model_id)
         name = _HF_PREFIX + model_id
@@ -101,3 +114,8 @@ def load_from_hub(
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except HfHubHTTPError as err:
         raise _translate(err, name.removeprefix(_HF_PREFIX)) from None
+    except Exception as err:
+        translated = network_error(err, action=f"downloading {name.removeprefix(_HF_PREFIX)}")
+        if translated is None:
+            raise
+        raise translated from None

@@ -186,8 +186,21 @@ def entry_from_hub(name: str, hf_hub_id: str, *, description: str = "",
     from huggingface_hub.errors import EntryNotFoundError
 
     repo_id, _, revision = hf_hub_id.partition("@")
-    config = json.loads(Path(hf_hub_download(repo_id, "config.json", revision=revision or None,
-                                             token=token)).read_text())
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from .errors import network_error
+    from .load import _translate
+
+    try:
+        config_file = hf_hub_download(repo_id, "config.json", revision=revision or None, token=token)
+    except HfHubHTTPError as err:
+        raise _translate(err, hf_hub_id) from None
+    except Exception as err:
+        translated = network_error(err, action=f"downloading {hf_hub_id}")
+        if translated is None:
+            raise
+        raise translated from None
+    config = json.loads(Path(config_file).read_text())
     arch = _registry.split_model_name_tag(name)[0]
     if config.get("architecture") != arch:
         raise ValueError(f"{hf_hub_id} holds a {config.get('architecture')!r}, not a {arch!r}")

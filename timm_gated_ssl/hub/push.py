@@ -48,6 +48,7 @@ from .errors import (
     HubRepoNotFoundError,
     InvalidRepoIdError,
     MissingTokenError,
+    network_error,
 )
 
 __all__ = ["MANAGED_FILES", "PushResult", "check_repo_id", "push_to_hub", "stage_checkpoint"]
@@ -141,9 +142,31 @@ def _stage_dir(checkpoint: Path, folder: Path) -> None:
     if not (checkpoint / "config.json").is_file():
         raise CheckpointError(f"no config.json in {checkpoint}; nothing was uploaded")
     _read_config(checkpoint / "config.json")
+    _check_weights(weights)
     for name in ("config.json", weights.name, TRADEOFF_PLOT, RESULTS_FILE):
         if (checkpoint / name).is_file():
             shutil.copy2(checkpoint / name, folder / name)
+
+
+def _check_weights(path: Path) -> None:
+    """Refuse weights that cannot be read back (truncated, damaged): they would upload fine and
+    fail for everyone who downloads them."""
+    from ..errors import DamagedFileError
+    from ..files import check_safetensors
+
+    try:
+        if path.suffix == ".safetensors":
+            if not check_safetensors(path):
+                raise DamagedFileError(f"{path} holds no tensors")
+        else:
+            import torch
+
+            try:
+                torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as err:  # noqa: BLE001 - any unpickling failure means a damaged file
+                raise DamagedFileError(f"{path} is damaged or truncated and cannot be read ({err})") from None
+    except DamagedFileError as err:
+        raise CheckpointError(f"{err}; nothing was uploaded") from None
 
 
 def stage_checkpoint(
@@ -263,6 +286,8 @@ def push_to_hub(
         MissingTokenError: No token given and none configured.
         HubAuthError: The Hub rejected the token (401) or refused the write (403).
         HubRepoNotFoundError: The repository or branch is not visible to the token (404).
+        HubOfflineError: ``HF_HUB_OFFLINE`` is set.
+        HubConnectionError: The Hub cannot be reached.
         HubError: Any other Hub failure.
     """
     check_repo_id(repo_id)
@@ -294,5 +319,10 @@ def push_to_hub(
             )
         except HfHubHTTPError as err:
             raise _hub_error(err, repo_id, branch) from None
+        except Exception as err:
+            translated = network_error(err, action=f"pushing to {repo_id}")
+            if translated is None:
+                raise
+            raise translated from None
     return PushResult(repo_id=repo_id, repo_url=str(repo_url), revision=branch,
                       commit_oid=info.oid, commit_url=info.commit_url, files=staged, deleted=stale)

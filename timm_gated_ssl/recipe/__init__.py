@@ -7,13 +7,17 @@ from .outputs import (
     export_model,
     list_checkpoints,
     prepare_output_dir,
+    refuse_earlier_run,
     resolve_checkpoint,
     save_training_state,
 )
 from .state import NonFiniteLossError, TrainState
+from .state_files import check_resume
+from .validate import check_environment
 
 __all__ = [
     "DualSSLModel", "NonFiniteLossError", "OutputDirNotEmptyError", "PretrainConfig", "StepOutput",
-    "TrainState", "export_model", "list_checkpoints", "parse_overrides", "prepare_output_dir",
-    "resolve_checkpoint", "save_training_state",
+    "TrainState", "check_environment", "check_resume", "export_model", "list_checkpoints",
+    "parse_overrides", "prepare_output_dir", "refuse_earlier_run", "resolve_checkpoint",
+    "save_training_state",
 ]

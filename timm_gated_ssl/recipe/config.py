@@ -8,6 +8,7 @@ and out-of-range values fail before anything is built, with a message that lists
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import types
 import typing
@@ -68,6 +69,9 @@ class PretrainConfig:
         train_subset: Use only the first N training images (None: all).
         num_workers: DataLoader workers (0 keeps augmentation in the main process and makes
             resumed runs bit-exact).
+        augmentation: ``batched`` (default: each batch's two views are augmented at once on
+            tensors, with random parameters drawn per image from a generator seeded by the image's
+            index and the epoch) or ``per_image`` (the torchvision v2 pipeline image by image).
     Optimisation:
         epochs, batch_size (per process), lr (for a total batch of 256; scaled linearly),
         weight_decay, momentum, optimizer (lars, sgd, adamw), lars_trust (eta), warmup_epochs,
@@ -112,6 +116,7 @@ class PretrainConfig:
     blur_prob_dense: float = 0.0
     train_subset: int | None = None
     num_workers: int = 0
+    augmentation: str = "batched"
 
     epochs: int = 500
     batch_size: int = 256
@@ -134,6 +139,7 @@ class PretrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _validate().check_fields(self)  # every field's range, finite floats
         self.budget = check_budget(self.budget)
         if self.method not in SSL_LOSSES:
             raise ValueError(f"unknown method {self.method!r}; valid methods: {', '.join(SSL_LOSSES)}")
@@ -170,9 +176,11 @@ class PretrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PretrainConfig:
         """Build from a dict, rejecting unknown keys (the message lists the valid ones)."""
-        unknown = sorted(set(values) - set(cls.field_names()))
+        unknown = sorted(set(values) - set(cls.field_names()), key=str)
         if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(cls.field_names())}")
+            close = {k: difflib.get_close_matches(str(k), cls.field_names(), n=1) for k in unknown}
+            hints = [f"{k!r} (did you mean {c[0]!r}?)" if c else repr(k) for k, c in close.items()]
+            raise _error(f"unknown config key(s) {', '.join(hints)}; valid keys: {', '.join(cls.field_names())}")
         hints = typing.get_type_hints(cls)
         return cls(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
 
@@ -181,10 +189,7 @@ class PretrainConfig:
         """Read a YAML config and apply ``["--key", "value", ...]`` overrides."""
         values: dict[str, Any] = {}
         if path is not None:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-            if not isinstance(loaded, dict):
-                raise ValueError(f"{path}: a config must be a mapping of keys to values")
-            values.update(loaded)
+            values.update(_validate().read_yaml(path))  # errors name the file, line and column
         values.update(parse_overrides(overrides or []))
         return cls.from_dict(values)
 
@@ -192,7 +197,9 @@ class PretrainConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        from ..files import atomic_write_text  # umask permissions, never half-written
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     def model_args(self) -> dict[str, Any]:
         """``timm.create_model`` keyword arguments of the backbone (recorded in ``config.json``)."""
@@ -209,16 +216,16 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
     while i < len(tokens):
         token = tokens[i]
         if not token.startswith("--"):
-            raise ValueError(f"expected --key value, got {token!r}")
+            raise _error(f"expected --key value, got {token!r}")
         key = token[2:].replace("-", "_")
         if "=" in key:
             key, raw = key.split("=", 1)
             i += 1
         else:
-            if i + 1 >= len(tokens):
-                raise ValueError(f"--{key} needs a value")
+            if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
+                raise _error(f"--{key} needs a value")
             raw, i = tokens[i + 1], i + 2
-        values[key] = yaml.safe_load(raw)
+        values[key] = _validate().parse_value(key, raw)
     return values
 
 
@@ -237,4 +244,18 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         if base in (str, bool, dict) and isinstance(value, base):
             return value
     expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
-    raise ValueError(f"config key {name!r} must be {expected}, got {json.dumps(value, default=str)}")
+    raise _error(f"config key {name!r} must be {expected}, got {json.dumps(value, default=str)}")
+
+
+def _validate() -> types.ModuleType:
+    """:mod:`.validate`, where the checks live (imported on use: it is the config's companion)."""
+    from . import validate
+
+    return validate
+
+
+def _error(message: str) -> Exception:
+    """The :class:`~timm_gated_ssl.errors.ConfigError` to raise (a ``ValueError``)."""
+    from ..errors import ConfigError
+
+    return ConfigError(message)

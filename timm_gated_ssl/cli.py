@@ -1,0 +1,61 @@
+"""The top-level error handling of every script in ``recipes/``: one line, no traceback.
+
+A script's ``main`` raises; :func:`run_main` turns the library's own errors
+(:class:`~timm_gated_ssl.errors.GatingError` and its subclasses), invalid values (``ValueError``)
+and file-system errors (``OSError``: a missing file, a full disk, a permission) into a single
+``error: ...`` line on stderr and exit status 2. Anything else is a bug and keeps its traceback;
+``TIMM_GATED_SSL_TRACEBACK=1`` shows the traceback of the handled errors too.
+
+Example:
+    >>> if __name__ == "__main__":  # doctest: +SKIP
+    ...     run_main(main)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from .errors import GatingError
+
+__all__ = ["HANDLED_ERRORS", "error_line", "run_main"]
+
+HANDLED_ERRORS: tuple[type[BaseException], ...] = (GatingError, ValueError, OSError)
+"""Errors printed as one line; the rest are bugs and keep their traceback."""
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def error_line(error: BaseException) -> str:
+    """``error: <message>`` on one line (newlines of multi-line messages become spaces)."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, KeyError) and message.startswith("'") and message.endswith("'"):
+        message = message[1:-1]
+    return f"error: {message}"
+
+
+def run_main(main: Callable[[], int | None], *, hard_exit: bool = False) -> NoReturn:
+    """Run ``main()`` and exit with its status, printing handled errors as one line.
+
+    Args:
+        main: The script's entry point; returns an exit status (None = 0).
+        hard_exit: Leave with ``os._exit`` after flushing (for scripts whose process group may
+            abort at interpreter exit, as gloo can after distributed work).
+    """
+    try:
+        code = main() or 0
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except HANDLED_ERRORS as error:
+        if os.environ.get("TIMM_GATED_SSL_TRACEBACK", "") not in ("", "0"):
+            raise
+        print(error_line(error), file=sys.stderr)
+        code = EXIT_ERROR
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if hard_exit:
+        os._exit(code)
+    sys.exit(code)

@@ -1,0 +1,213 @@
+"""What makes a saved training state trustworthy: a manifest, checked before every resume.
+
+``accelerator.load_state`` is lenient where an exact resume cannot be: a damaged
+``random_states_0.pkl`` is skipped with an info-level log line (the run then continues with other
+gate noise and augmentations), a missing rank's file likewise, and nothing stops a resume with
+other hyperparameters from rewriting the run's ``config.yaml``. So every state this recipe saves
+carries ``manifest.json``:
+
+* the size and SHA-256 of every file, so any truncation or bit flip is found before loading;
+* the number of processes that saved it (each saved its own RNG state);
+* the run's configuration, so a resume that changes a field that defines the run (the budget,
+  the batch size, the schedule, the data, ...) is refused, listing the changes. Fields that only
+  steer monitoring, logging or where things are (:data:`RESUMABLE_FIELDS`) may change.
+
+States saved before manifests existed are checked by reading every file instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import TrainingStateError
+from ..files import atomic_write_json
+
+__all__ = [
+    "MANIFEST",
+    "RESUMABLE_FIELDS",
+    "changed_fields",
+    "check_resume",
+    "is_training_state",
+    "read_manifest",
+    "verify_state",
+    "write_manifest",
+]
+
+MANIFEST = "manifest.json"
+RESUMABLE_FIELDS = frozenset({
+    "max_steps", "log_every", "knn_every", "save_every", "num_workers", "knn_k", "knn_temperature",
+    "knn_max_bank", "eval_train_split", "eval_split", "data_dir",
+})
+"""Config fields a resume may change: they steer when to stop, monitoring, logging and where the
+data lives, not what is trained (augmentations are seeded per image, so workers do not matter)."""
+_LEGACY_VALUES = {"augmentation": "per_image"}
+"""Values of fields that did not exist yet when an older state was saved (what it trained with)."""
+_RNG = "random_states_{}.pkl"
+_FORMAT = 1
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(state_dir: str | Path, *, step: int, world_size: int,
+                   config: dict[str, Any] | None = None) -> Path:
+    """Record the files of ``state_dir`` (size, SHA-256), the process count and the config."""
+    state_dir = Path(state_dir)
+    files = {
+        p.relative_to(state_dir).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(state_dir.rglob("*")) if p.is_file() and p.name != MANIFEST
+    }
+    payload = {"format": _FORMAT, "step": int(step), "world_size": int(world_size),
+               "config": config, "files": files}
+    return atomic_write_json(state_dir / MANIFEST, payload)
+
+
+def is_training_state(path: str | Path) -> bool:
+    """Whether ``path`` looks like an Accelerate training state (with or without a manifest)."""
+    path = Path(path)
+    return (path / MANIFEST).is_file() or (path / _RNG.format(0)).is_file()
+
+
+def read_manifest(state_dir: str | Path) -> dict[str, Any] | None:
+    """The manifest of a state, ``None`` for a state saved before manifests existed."""
+    path = Path(state_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise TrainingStateError(f"{path} is damaged ({err}); {_older_hint(Path(state_dir))}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise TrainingStateError(f"{path} is not a training-state manifest; {_older_hint(Path(state_dir))}")
+    return manifest
+
+
+def _older_hint(state_dir: Path) -> str:
+    others = sorted(p.name for p in state_dir.parent.glob("step_*") if p != state_dir and p.is_dir())
+    if others:
+        return (f"an exact resume from it is impossible: resume from an older state with "
+                f"--resume_from_checkpoint {state_dir.parent / others[-1]}, or start over with --overwrite")
+    return "an exact resume from it is impossible: start over with --overwrite"
+
+
+def _read_legacy(state_dir: Path) -> None:
+    """States without a manifest: read every file as ``load_state`` would, failing loudly."""
+    import torch
+
+    from ..files import check_safetensors
+
+    for path in sorted(state_dir.iterdir()):
+        try:
+            if path.suffix == ".safetensors":
+                check_safetensors(path)
+            elif path.suffix in (".bin", ".pkl", ".pt"):
+                torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001 - any unpickling failure means the file is damaged
+            raise TrainingStateError(
+                f"training state {state_dir} is damaged: {path.name} cannot be read ({err}); "
+                f"{_older_hint(state_dir)}"
+            ) from None
+
+
+def verify_state(state_dir: str | Path, *, world_size: int) -> dict[str, Any] | None:
+    """Check that ``state_dir`` is complete and intact and was saved by ``world_size`` processes.
+
+    Returns:
+        Its manifest (``None`` for an older state without one, which is then read file by file).
+
+    Raises:
+        TrainingStateError: A file is missing, truncated or changed since it was saved, or the
+            state was saved by another number of processes.
+    """
+    state_dir = Path(state_dir)
+    manifest = read_manifest(state_dir)
+    if manifest is None:
+        _read_legacy(state_dir)
+        saved_ranks = len(list(state_dir.glob(_RNG.format("*"))))
+    else:
+        for name, record in manifest["files"].items():
+            path = state_dir / name
+            problem = None
+            if not path.is_file():
+                problem = "is missing"
+            elif path.stat().st_size != record.get("size"):
+                problem = f"has {path.stat().st_size} bytes instead of the {record.get('size')} saved"
+            elif _sha256(path) != record.get("sha256"):
+                problem = "does not match the checksum recorded when it was saved"
+            if problem:
+                raise TrainingStateError(
+                    f"training state {state_dir} is damaged: {name} {problem}; {_older_hint(state_dir)}"
+                )
+        saved_ranks = int(manifest.get("world_size", 0))
+    if saved_ranks != world_size:
+        raise TrainingStateError(
+            f"training state {state_dir} was saved by {saved_ranks} process(es), and this run has "
+            f"{world_size}: each process resumes its own RNG and data shard, so an exact resume "
+            f"needs --num_processes {saved_ranks}"
+        )
+    return manifest
+
+
+def changed_fields(saved: dict[str, Any], current: dict[str, Any],
+                   defaults: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Run-defining fields whose value differs: ``{field: (saved, current)}``.
+
+    A field the saved config lacks (added to the recipe later) counts as its legacy value or,
+    failing that, its default.
+    """
+    changes = {}
+    for name, value in current.items():
+        if name in RESUMABLE_FIELDS:
+            continue
+        before = saved.get(name, _LEGACY_VALUES.get(name, defaults.get(name)))
+        if before != value and not (isinstance(before, (int, float)) and isinstance(value, (int, float))
+                                    and not isinstance(before, bool) and float(before) == float(value)):
+            changes[name] = (before, value)
+    return changes
+
+
+def check_resume(state_dir: str | Path, config: Any, *, world_size: int,
+                 run_config: str | Path | None = None) -> None:
+    """Everything a resume needs, checked before anything is loaded or written.
+
+    Args:
+        state_dir: The training state.
+        config: The resumed run's ``PretrainConfig``.
+        world_size: Processes of the resumed run.
+        run_config: The run's ``config.yaml``, the record for a state saved without a manifest.
+
+    Raises:
+        TrainingStateError: The state is damaged or incomplete, from another process count, or
+            the config changes fields that define the run (all of them are listed).
+    """
+    manifest = verify_state(state_dir, world_size=world_size)
+    saved = (manifest or {}).get("config")
+    if saved is None and run_config is not None and Path(run_config).is_file():
+        try:
+            saved = yaml.safe_load(Path(run_config).read_text())
+        except (OSError, yaml.YAMLError):
+            saved = None
+    if not isinstance(saved, dict):
+        return
+    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+                for f in dataclasses.fields(config)}
+    changes = changed_fields(saved, config.to_dict(), defaults)
+    if changes:
+        listed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
+        raise TrainingStateError(
+            f"resuming {state_dir} with changed hyperparameters that define the run: {listed}. The "
+            "weights were trained with the saved values: drop these overrides to continue the run, "
+            "or start a new run in another --output_dir. Fields a resume may change: "
+            f"{', '.join(sorted(RESUMABLE_FIELDS))}"
+        )
