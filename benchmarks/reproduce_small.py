@@ -305,8 +305,11 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             continue
         points.append(TradeoffPoint(f"{label} dense", macs=1.0, mac_fraction=1.0,
                                     accuracy=r["dense"]["linear_top1"], kind="dense"))
-        points.append(TradeoffPoint(label, macs=r["gated"]["mac_fraction"], mac_fraction=r["gated"]["mac_fraction"],
-                                    accuracy=r["gated"]["linear_top1"], budget=r["budget"]))
+        for key, suffix in (("gated", ""), ("gated_calibrated", " calibrated")):
+            if key in r and (key == "gated" or r[key]["mac_fraction"] != r["gated"]["mac_fraction"]):
+                points.append(TradeoffPoint(f"{label}{suffix}", macs=r[key]["mac_fraction"],
+                                            mac_fraction=r[key]["mac_fraction"],
+                                            accuracy=r[key]["linear_top1"], budget=r["budget"]))
     plot_tradeoff(points, path=path)
 
 

@@ -143,7 +143,7 @@ def test_budget_losses_reach_the_width_gates() -> None:
     x = _images(8)
     with gate_mode(model, "gated"):
         model(x)
-    loss = ComputeLoss(0.3)(model, x) + BoundLoss(0.3)(model, 0.0)
+    loss = ComputeLoss(0.3)(model, x) + BoundLoss(0.3)(model, progress=0.0)
     assert torch.isfinite(loss) and loss > 0
     loss.backward()
     assert all(g.net.expand.weight.grad is not None and g.net.expand.weight.grad.abs().sum() > 0
