@@ -9,7 +9,7 @@ with the identical recipe.
 
 Options beyond the paper (measured in docs/results.md). This module defaults to the paper's
 setting; the recipe's defaults (:class:`~timm_gated_ssl.recipe.PretrainConfig`) switch on the
-options that measurably closed the gated-dense gap:
+noise annealing, the option that measurably closed the gated-dense gap most:
 
 * ``pairing="symmetric"``: both pairings, gated(v1)-dense(v2) and dense(v1)-gated(v2), averaged
   (four passes a step instead of two), so that each mode sees both views;
