@@ -64,7 +64,7 @@ def make_step(gating: bool, batch: int, size: int, dtype: torch.dtype | None):
 
     def step() -> None:
         with autocast:
-            out = model(v1, v2)
+            out = model(v1, v2, progress=0.5)
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
