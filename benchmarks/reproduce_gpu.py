@@ -12,7 +12,8 @@ The device machine has no Debian package: carry the IDX files (``cp -r
 /usr/share/datasets/fashion-mnist benchmarks/out/fmnist`` and ``carry=["benchmarks/out/fmnist"]``)
 and pass ``--data_dir benchmarks/out/fmnist``.
 
-Usage (checked on CPU at tiny scale: ``--cpu --epochs 1 --train_subset 512 --max_train 512``):
+Usage (not run yet, not even at tiny scale; the first check on CPU should be
+``--cpu --epochs 1 --train_subset 512 --max_train 512``):
     python benchmarks/reproduce_gpu.py --runs paper_td0.3 dual_td0.3 --epochs 8 \\
         --data_dir benchmarks/out/fmnist --output $OUT
 """

@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
                                              label_smoothing=config.label_smoothing)
     else:
         budget_loss = BudgetLoss(target, compute_weight=config.budget_weight,
-                                 bound_weight=config.bound_weight, alpha=config.bound_alpha)
+                                 bound_weight=config.bound_weight, bound_schedule="epoch",
+                                 alpha=config.bound_alpha)
         model = DualClassifier(backbone, num_classes, budget_loss=budget_loss,
                                label_smoothing=config.label_smoothing)
         if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
