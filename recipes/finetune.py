@@ -36,6 +36,7 @@ import timm_gated_ssl
 from timm_gated_ssl import gate_config, has_gates
 from timm_gated_ssl.budget import BudgetLoss, gated_param_groups
 from timm_gated_ssl.calibration import budget_key
+from timm_gated_ssl.cli import add_training_run_arguments
 from timm_gated_ssl.errors import GatingError, NoGatesError
 from timm_gated_ssl.eval.loading import load_run
 from timm_gated_ssl.finetune import (
@@ -65,14 +66,7 @@ from timm_gated_ssl.recipe.outputs import write_json
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, FinetuneConfig]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help="YAML file of FinetuneConfig fields")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a state folder")
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in output_dir")
-    parser.add_argument("--report_to", default=None, help="tensorboard, wandb, all, ... (Accelerate trackers)")
-    parser.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
-    parser.add_argument("--cpu", action="store_true", help="force the CPU")
-    parser.add_argument("--no_progress", action="store_true")
+    add_training_run_arguments(parser, config_name="FinetuneConfig")
     args, rest = parser.parse_known_args(argv)
     config = FinetuneConfig.load(args.config, rest)
     config.check_inputs()

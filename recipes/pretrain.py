@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 import timm_gated_ssl
 from timm_gated_ssl import gate_mode, has_gates
 from timm_gated_ssl.budget import BudgetLoss, gated_param_groups
-from timm_gated_ssl.cli import run_main
+from timm_gated_ssl.cli import add_training_run_arguments, run_main
 from timm_gated_ssl.compute import count_macs
 from timm_gated_ssl.errors import ConfigError
 from timm_gated_ssl.eval import extract_features, knn_accuracy
@@ -57,15 +57,8 @@ from timm_gated_ssl.ssl import FeatureDistillLoss, build_ssl_objective, cosine_m
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, PretrainConfig]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help="YAML file of PretrainConfig fields")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a state folder")
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in output_dir")
-    parser.add_argument("--report_to", default=None, help="tensorboard, wandb, all, ... (Accelerate trackers)")
-    parser.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
-    parser.add_argument("--cpu", action="store_true", help="force the CPU")
+    add_training_run_arguments(parser, config_name="PretrainConfig")
     parser.add_argument("--channels_last", action="store_true")
-    parser.add_argument("--no_progress", action="store_true")
     args, rest = parser.parse_known_args(argv)
     return args, PretrainConfig.load(args.config, rest)
 

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -20,12 +21,29 @@ from typing import NoReturn
 
 from .errors import GatingError
 
-__all__ = ["HANDLED_ERRORS", "error_line", "run_main"]
+__all__ = ["HANDLED_ERRORS", "add_training_run_arguments", "error_line", "run_main"]
 
 HANDLED_ERRORS: tuple[type[BaseException], ...] = (GatingError, ValueError, OSError)
 """Errors printed as one line; the rest are bugs and keep their traceback."""
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+
+def add_training_run_arguments(parser: argparse.ArgumentParser, *, config_name: str) -> None:
+    """The infrastructure flags every training recipe takes (not part of its typed config).
+
+    Args:
+        parser: The recipe's parser.
+        config_name: The config class named in ``--config``'s help, e.g. ``"PretrainConfig"``.
+    """
+    parser.add_argument("--config", default=None, help=f"YAML file of {config_name} fields")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a state folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in output_dir")
+    parser.add_argument("--report_to", default=None, help="tensorboard, wandb, all, ... (Accelerate trackers)")
+    parser.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
+    parser.add_argument("--cpu", action="store_true", help="force the CPU")
+    parser.add_argument("--no_progress", action="store_true")
 
 
 def error_line(error: BaseException) -> str:
