@@ -11,7 +11,10 @@ Runs (``--runs``; a ``_s<N>`` suffix trains with seed N, e.g. ``dual_td0.3_s1``)
 
 * ``vanilla``: VICReg, gating off; ``dual_td{0.1,0.3,0.5}``: VICReg-dual with the library's
   defaults; ``paper_td0.3``: the paper's exact loss settings (``PAPER``);
-* ``study_*``: the paper's settings plus one change each (``STUDY``), at t_d 0.3.
+* ``study_*``: the paper's settings plus one change each (``STUDY``), at t_d 0.3;
+* ``width_td0.3``: the library defaults with width gates (8 levels, docs/width_gates.md) instead
+  of channel gates, compared with ``dual_td0.3`` (or, at the pilot, ``study_noise_cosine``, whose
+  settings are the defaults) of the same protocol.
 
 Evaluation (``timm_gated_ssl.eval.evaluate_checkpoint``, fp32): linear probe on 10k labelled
 training images (mean of 5 probe seeds; the main measure), weighted 20-NN and 1-NN, MAC fraction
@@ -77,6 +80,7 @@ RUNS: dict[str, list[str]] = {
     **{f"dual_td{t}": [*DUAL, "--budget", str(t)] for t in (0.1, 0.3, 0.5)},
     "paper_td0.3": [*DUAL, "--budget", "0.3", *_flags(PAPER)],
     **{name: [*DUAL, "--budget", "0.3", *_flags({**PAPER, **extra})] for name, extra in STUDY.items()},
+    "width_td0.3": [*DUAL, "--budget", "0.3", "--model_kwargs", "{gate_type: width, gate_levels: 8}"],
 }
 SWEEP = (0.1, 0.3, 0.5, 0.7)
 """Budgets calibrated from one checkpoint with ``--sweep`` (the report reads only the run's own t_d)."""
