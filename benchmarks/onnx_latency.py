@@ -16,7 +16,7 @@ several images) and at a larger batch. Prints a Markdown table and writes JSON. 
 
 Usage:
     python benchmarks/onnx_latency.py --checkpoint runs/td0.3 --images fashion_mnist   # both rows
-    python benchmarks/onnx_latency.py --preset smoke --repeats 1                     # a quick check
+    python benchmarks/onnx_latency.py --preset smoke --repeats 1 1                   # a quick check
 """
 
 from __future__ import annotations
