@@ -248,3 +248,31 @@ def test_recipe_cli(checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[
     assert "error: each budget must be in (0, 1]" in capsys.readouterr().err
     assert recipe.main(["--checkpoint", str(checkpoints["vanilla"]), *args]) == 0
     assert "| vanilla | - |" in capsys.readouterr().out
+
+
+def test_a_calibration_that_lands_on_an_evaluated_offset_reuses_its_passes(
+    monkeypatch: pytest.MonkeyPatch, checkpoints: dict[str, Path]
+) -> None:
+    """Eval-mode gates are deterministic: a calibrated budget whose offset is the checkpoint's own
+    gives the same features, so the split passes are not run twice (dense + one gated pair)."""
+    from types import SimpleNamespace
+
+    from timm_gated_ssl.eval import checkpoint as module
+
+    extracted: list[str] = []
+    real_extract = module._extract
+
+    def counting_extract(*args: object, **kwargs: object) -> object:
+        extracted.append(str(kwargs.get("desc")))
+        return real_extract(*args, **kwargs)
+
+    # Every budget "calibrates" to the checkpoint's own offset (0.0) with some fraction.
+    monkeypatch.setattr(module, "calibrate_budget",
+                        lambda *a, **k: SimpleNamespace(offset=0.0, mac_fraction=0.42))
+    monkeypatch.setattr(module, "_extract", counting_extract)
+    result = evaluate_checkpoint(checkpoints["gated"], budgets=(0.7, 0.9), **FAST)
+    assert len(extracted) == 4, extracted  # dense train/test, gated train/test: nothing repeated
+    gated = [e for e in result.entries if e.mode == "gated"]
+    assert [e.calibrated for e in gated] == [False, True, True]
+    assert len({(e.linear_top1, e.knn_top1, e.mac_fraction) for e in gated}) == 1
+    assert [e.calibration_mac_fraction for e in gated] == [None, 0.42, 0.42]

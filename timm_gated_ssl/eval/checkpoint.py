@@ -443,10 +443,15 @@ def evaluate_checkpoint(
             points = [(trained_budget, original, own_calibrated, None)] + [
                 (b, offsets[b], True, calibration_fraction[b]) for b in budget_list
             ]
+            # Eval-mode gates are deterministic: a calibration that lands on an offset already
+            # evaluated (e.g. the checkpoint's own, when training met the budget) reuses its passes.
+            passes: dict[float, tuple[_Pass, _Pass]] = {}
             for budget, offset, calibrated, calib_fraction in points:
                 _set_offset(model, offset)
                 tag = f"gated t_d={budget:g}" + (" cal" if calibrated else "")
-                train_pass, test_pass = run("gated", tag)
+                if offset not in passes:
+                    passes[offset] = run("gated", tag)
+                train_pass, test_pass = passes[offset]
                 assert test_pass.fraction is not None
                 entries.append(
                     _row(
