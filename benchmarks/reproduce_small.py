@@ -229,6 +229,27 @@ def aims(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return found
 
 
+def seed_spread(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per ``main``-protocol variant trained with several seeds: mean and spread of each measure."""
+    spread = []
+    for variant in sorted({r["variant"] for r in rows if r["protocol"] == "main"}):
+        runs = [r for r in rows if r["protocol"] == "main" and r["variant"] == variant]
+        if len(runs) < 2:
+            continue
+        entry: dict[str, Any] = {"variant": variant, "seeds": [r["seed"] for r in runs]}
+        base = "vanilla" if "vanilla" in runs[0] else "dense"
+        measures = {f"{base}_linear": [r[base]["linear_top1"] for r in runs]}
+        if base == "dense":
+            measures["gated_linear"] = [r["gated"]["linear_top1"] for r in runs]
+            measures["gap"] = [r["gap"] for r in runs]
+            measures["mac_fraction"] = [r["gated"]["mac_fraction"] for r in runs]
+        for name, values in measures.items():
+            entry[name] = {"values": values, "mean": round(_mean(values), 4),
+                           "range": round(max(values) - min(values), 4)}
+        spread.append(entry)
+    return spread
+
+
 def _fmt(value: float | None, fmt: str = "{:.2f}") -> str:
     return "" if value is None else fmt.format(value)
 
@@ -258,6 +279,18 @@ def tables(rows: list[dict[str, Any]], found: list[dict[str, Any]]) -> str:
                 f"{_cell(r, 'gated_calibrated', 'mac_fraction', '{:.3f}')} | "
                 f"{_cell(r, 'gated_calibrated', 'linear_top1')} | {r.get('gap_calibrated', '')} |")
         lines.append("")
+    spread = seed_spread(rows)
+    if spread:
+        lines += ["**Pretraining seeds** (`main`): mean and range (max - min) over the seeds", "",
+                  "| run | seeds | dense / vanilla linear | gated linear | gap | MAC fraction |",
+                  "|---|---|---|---|---|---|"]
+        for e in spread:
+            cells = [f"{e[k]['mean']:.2f} ({e[k]['range']:.2f})" if k in e else ""
+                     for k in ("dense_linear" if "dense_linear" in e else "vanilla_linear",
+                               "gated_linear", "gap")]
+            mac = f"{e['mac_fraction']['mean']:.3f} ({e['mac_fraction']['range']:.3f})" if "mac_fraction" in e else ""
+            lines.append(f"| {e['variant']} | {', '.join(map(str, e['seeds']))} | {' | '.join(cells)} | {mac} |")
+        lines.append("")
     if found:
         lines += ["| aim | value | target | met |", "|---|---|---|---|"]
         verdict = {True: "yes", False: "**no**", None: "not measured yet"}
@@ -276,7 +309,7 @@ def report(out: Path, *, publish: bool) -> None:
     found = aims(rows)
     text = tables(rows, found)
     print(text)
-    summary = {"aims": found, "runs": rows, "protocols": PROTOCOLS, "common_args": COMMON, "paper_args": PAPER}
+    summary = {"aims": found, "seed_spread": seed_spread(rows), "runs": rows, "protocols": PROTOCOLS, "common_args": COMMON, "paper_args": PAPER}
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     if publish:
         docs = ROOT / "docs"
