@@ -35,15 +35,15 @@ from pathlib import Path
 import timm
 import torch
 from _timing import interleaved_ratios, write_json
-from timm.optim import create_optimizer_v2
 
 import timm_gated_ssl  # noqa: F401
-from timm_gated_ssl.budget import BudgetLoss, gated_param_groups
+from timm_gated_ssl.budget import BudgetLoss
 from timm_gated_ssl.data import SSLBatchDataset, build_ssl_views, load_image_dataset
 from timm_gated_ssl.data.batched_views import build_batched_ssl_views
 from timm_gated_ssl.data.wrappers import DecodedImages
 from timm_gated_ssl.recipe import DualSSLModel, PretrainConfig
 from timm_gated_ssl.recipe.data import SeededViews, augmentation_seed
+from timm_gated_ssl.recipe.optim import build_optimizer
 from timm_gated_ssl.recipe.validate import AUGMENTATIONS
 from timm_gated_ssl.ssl import build_ssl_objective
 
@@ -54,25 +54,14 @@ PRESETS = {
 }
 
 
-def recipe_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The optimizer ``recipes/pretrain.py`` builds with the default config (LARS via timm's
-    ``larc``, the gates' parameter groups), so the bare loop differs from the recipe only in what
-    surrounds the step."""
-    config = PretrainConfig()
-    if config.optimizer != "lars":
-        raise RuntimeError(f"the recipe's default optimizer is now {config.optimizer!r}; update recipe_optimizer")
-    return create_optimizer_v2(gated_param_groups(model, weight_decay=config.weight_decay), opt="larc",
-                               lr=config.lr, weight_decay=config.weight_decay, momentum=config.momentum,
-                               trust_coeff=config.lars_trust)
-
-
 def make_step(gating: bool, batch: int, size: int, dtype: torch.dtype | None):
     torch.manual_seed(0)
     name = "gated_resnet18_cifar" if gating else "resnet18_cifar"
     backbone = timm.create_model(name, num_classes=0).to(memory_format=torch.channels_last)
     model = DualSSLModel(backbone, build_ssl_objective("vicreg", in_dim=512), gating=gating,
                          budget_loss=BudgetLoss(0.3) if gating else None).train()
-    optimizer = recipe_optimizer(model)
+    config = PretrainConfig()  # the recipe's defaults: its optimizer, as recipes/pretrain.py builds it
+    optimizer = build_optimizer(model, config, lr=config.lr)
     v1 = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     v2 = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     autocast = torch.autocast("cpu", dtype=dtype) if dtype else nullcontext()
@@ -126,7 +115,10 @@ def recipe_images_per_s(batch: int, size: int, steps: int, augmentation: str, *,
     """
     short = _recipe_seconds(batch, size, warm, augmentation)
     long = _recipe_seconds(batch, size, warm + steps, augmentation)
-    return steps * batch / max(long - short, 1e-9)
+    if long <= short:
+        raise RuntimeError(f"a {warm + steps}-step recipe run took no longer than a {warm}-step one "
+                           f"({long:.3f} s vs {short:.3f} s): raise --recipe_steps")
+    return steps * batch / (long - short)
 
 
 def recipe_over_bare(batch: int, size: int, steps: int, rounds: int) -> dict:

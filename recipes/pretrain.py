@@ -19,13 +19,12 @@ import timm
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
-from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from tqdm.auto import tqdm
 
 import timm_gated_ssl
 from timm_gated_ssl import gate_mode, has_gates
-from timm_gated_ssl.budget import BudgetLoss, gated_param_groups
+from timm_gated_ssl.budget import BudgetLoss
 from timm_gated_ssl.cli import add_training_run_arguments, run_main
 from timm_gated_ssl.compute import count_macs
 from timm_gated_ssl.errors import ConfigError
@@ -51,6 +50,7 @@ from timm_gated_ssl.recipe.data import (
     build_train_loader,
     load_train_split,
 )
+from timm_gated_ssl.recipe.optim import build_optimizer
 from timm_gated_ssl.recipe.outputs import write_json
 from timm_gated_ssl.ssl import FeatureDistillLoss, build_ssl_objective, cosine_momentum_schedule
 
@@ -156,11 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     total_updates = config.epochs * updates_per_epoch
     global_batch = config.batch_size * accelerator.num_processes * config.grad_accum_steps
     lr = config.lr * global_batch / 256
-    groups = gated_param_groups(model, weight_decay=config.weight_decay)
-    opt_name = "larc" if config.optimizer == "lars" else config.optimizer
-    opt_kwargs = {"trust_coeff": config.lars_trust} if config.optimizer == "lars" else {}
-    optimizer = create_optimizer_v2(groups, opt=opt_name, lr=lr, weight_decay=config.weight_decay,
-                                    momentum=config.momentum, **opt_kwargs)
+    optimizer = build_optimizer(model, config, lr=lr)
     scheduler = CosineLRScheduler(
         optimizer, t_initial=total_updates, lr_min=config.min_lr,
         warmup_t=int(config.warmup_epochs * updates_per_epoch), warmup_lr_init=0.0,
