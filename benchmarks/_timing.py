@@ -7,6 +7,7 @@ reported ratio is the median over repeats of ``variant / baseline``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import time
@@ -73,3 +74,17 @@ def write_json(path: str | Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2))
     print(f"wrote {path}")
+
+
+def latency_preset(parser: argparse.ArgumentParser, args: argparse.Namespace, presets: dict[str, dict[str, Any]],
+                   *, images: str = "a dataset preset such as fashion_mnist, or a .pt tensor") -> dict[str, Any]:
+    """The latency benchmarks' shared option handling: refuse ``--checkpoint`` without ``--images``
+    (``images`` says what that option takes), copy the chosen preset with ``--repeats`` applied,
+    and set torch's thread count to ``--threads``."""
+    if args.checkpoint and not args.images:
+        parser.error(f"--checkpoint needs --images ({images})")
+    preset = dict(presets[args.preset])
+    if args.repeats:
+        preset["repeats1"], preset["repeatsN"] = args.repeats
+    torch.set_num_threads(args.threads)
+    return preset

@@ -41,7 +41,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import eval_images
-from _timing import interleaved_ratios, write_json
+from _timing import interleaved_ratios, latency_preset, write_json
 
 import timm_gated_ssl  # noqa: F401  (registers the gated models)
 from timm_gated_ssl import calibrate_budget, detach_gates, gate_masks, gate_mode, set_gate_mode
@@ -216,12 +216,7 @@ def main() -> None:
                         help="override the preset's interleaved repeats at batch 1 and at the big batch")
     parser.add_argument("--output", default="benchmarks/out/latency.json")
     args = parser.parse_args()
-    if args.checkpoint and not args.images:
-        parser.error("--checkpoint needs --images (a dataset preset such as fashion_mnist, or a .pt tensor)")
-    preset = dict(PRESETS[args.preset])
-    if args.repeats:
-        preset["repeats1"], preset["repeatsN"] = args.repeats
-    torch.set_num_threads(args.threads)
+    preset = latency_preset(parser, args, PRESETS)
     results: list[dict[str, Any]] = []
 
     def run(label: str, make: Callable[[], nn.Module], calib: torch.Tensor, bench: torch.Tensor,

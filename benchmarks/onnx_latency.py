@@ -35,7 +35,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import eval_images
-from _timing import interleaved_ratios, write_json
+from _timing import interleaved_ratios, latency_preset, write_json
 
 import timm_gated_ssl  # noqa: F401  (registers the gated models)
 from timm_gated_ssl import (
@@ -129,12 +129,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, nargs=2, default=None, metavar=("BATCH1", "BATCHN"))
     parser.add_argument("--output", default="benchmarks/out/onnx_latency.json")
     args = parser.parse_args()
-    if args.checkpoint and not args.images:
-        parser.error("--checkpoint needs --images (a dataset preset such as fashion_mnist)")
-    preset = dict(PRESETS[args.preset])
-    if args.repeats:
-        preset["repeats1"], preset["repeatsN"] = args.repeats
-    torch.set_num_threads(args.threads)
+    preset = latency_preset(parser, args, PRESETS, images="a dataset preset such as fashion_mnist")
     results: list[dict[str, Any]] = []
     import onnxruntime
 

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import interleaved_ratios, write_json
+from _timing import interleaved_ratios, latency_preset, write_json
 from latency import _masks, _sliced, _widths, load_images
 
 import timm_gated_ssl  # noqa: F401  (registers the gated models)
@@ -150,12 +150,7 @@ def main() -> None:
                         help="override the preset's interleaved repeats at batch 1 and at the big batch")
     parser.add_argument("--output", default="benchmarks/out/width_latency.json")
     args = parser.parse_args()
-    if args.checkpoint and not args.images:
-        parser.error("--checkpoint needs --images (a dataset preset such as fashion_mnist, or a .pt tensor)")
-    preset = dict(PRESETS[args.preset])
-    if args.repeats:
-        preset["repeats1"], preset["repeatsN"] = args.repeats
-    torch.set_num_threads(args.threads)
+    preset = latency_preset(parser, args, PRESETS)
     results: list[dict[str, Any]] = []
     big = preset["big"]
 
