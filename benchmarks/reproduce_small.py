@@ -69,6 +69,12 @@ STUDY: dict[str, dict[str, str]] = {
     "study_noise_cosine_centre_linear": {"gate_noise_schedule": "cosine", "bound_centre": "linear"},
 }
 """Remedy candidates: each is the paper's settings with these changes (docs/results.md)."""
+VARIANTS: dict[str, dict[str, str]] = {
+    "anchored": {"pairing": "anchored"},
+    "symmetric": {"pairing": "symmetric"},
+    "warmup": {"dense_warmup_epochs": "1"},
+}
+"""Candidates for the dense-vanilla gap: each is the library defaults with this one change."""
 
 
 def _flags(values: dict[str, str]) -> list[str]:
@@ -80,6 +86,8 @@ RUNS: dict[str, list[str]] = {
     **{f"dual_td{t}": [*DUAL, "--budget", str(t)] for t in (0.1, 0.3, 0.5)},
     "paper_td0.3": [*DUAL, "--budget", "0.3", *_flags(PAPER)],
     **{name: [*DUAL, "--budget", "0.3", *_flags({**PAPER, **extra})] for name, extra in STUDY.items()},
+    **{f"{variant}_td{t}": [*DUAL, "--budget", str(t), *_flags(extra)]
+       for variant, extra in VARIANTS.items() for t in (0.1, 0.3, 0.5)},
     "width_td0.3": [*DUAL, "--budget", "0.3", "--model_kwargs", "{gate_type: width, gate_levels: 8}"],
 }
 SWEEP = (0.1, 0.3, 0.5, 0.7)

@@ -109,6 +109,21 @@ def test_symmetric_pairing_averages_both_pairs() -> None:
     torch.testing.assert_close(out.mac_ratio, (budget_a.mac_ratio + budget_b.mac_ratio) / 2)
 
 
+def test_anchored_pairing_adds_the_vanilla_dense_pair() -> None:
+    model = dual(pairing="anchored").eval()
+    v1, v2 = views()
+    out = model(v1, v2, progress=0.2)
+    bb, objective = model.backbone, model.objective
+    with gate_mode(bb, "gated"):
+        g1 = bb(v1)
+        budget = model.budget_loss(bb, v1, progress=0.2)
+    d1, d2 = bb(v1), bb(v2)
+    ssl = (objective(g1, d2).loss + objective(d1, d2).loss) / 2
+    torch.testing.assert_close(out.terms["ssl"], ssl)
+    torch.testing.assert_close(out.loss, ssl + budget.loss)
+    torch.testing.assert_close(out.mac_ratio, budget.mac_ratio)
+
+
 def test_dense_warmup_step_is_the_vanilla_step() -> None:
     model = dual().train()
     v1, v2 = views()
@@ -153,7 +168,7 @@ def test_zero_noise_gives_the_inference_mask_with_a_gradient() -> None:
 
 
 def test_bad_options() -> None:
-    with pytest.raises(ValueError, match="valid: asymmetric, symmetric"):
+    with pytest.raises(ValueError, match="valid: asymmetric, symmetric, anchored"):
         dual(pairing="both")
     with pytest.raises(ValueError, match="valid: features, embeddings"):
         dual(distill_on="logits")

@@ -48,7 +48,8 @@ class PretrainConfig:
         bound_centre: Where the density bounds start: ``sqrt`` (paper, ``sqrt(t_d)``) or
             ``linear`` (``t_d``, the density at which channel gates cost ``t_d``; it helped alone
             in the Fashion-MNIST pilots but not on top of the noise annealing, docs/results.md).
-        pairing: ``asymmetric`` (paper: gated(v1)-dense(v2)) or ``symmetric`` (both pairs).
+        pairing: ``asymmetric`` (paper: gated(v1)-dense(v2)), ``symmetric`` (both gated-dense
+            pairs) or ``anchored`` (the paper's pair plus the vanilla dense(v1)-dense(v2) pair).
         distill_weight: In-place distillation of the gated pass towards the detached dense
             features of the same view (Yu & Huang, ICCV 2019); 0 = off (paper).
         distill_on: ``features`` (backbone) or ``embeddings`` (projector) for the distillation.

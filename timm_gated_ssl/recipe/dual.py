@@ -13,6 +13,11 @@ noise annealing, the option that measurably closed the gated-dense gap most:
 
 * ``pairing="symmetric"``: both pairings, gated(v1)-dense(v2) and dense(v1)-gated(v2), averaged
   (four passes a step instead of two), so that each mode sees both views;
+* ``pairing="anchored"``: the paper's gated(v1)-dense(v2) pair and the vanilla dense(v1)-dense(v2)
+  pair, averaged (three passes a step), so that the dense mode keeps the vanilla objective instead
+  of learning only against gated embeddings: the "sandwich rule" of universally slimmable
+  networks, whose full-width network is always trained on the true objective (Yu & Huang,
+  ICCV 2019);
 * ``distill``: in-place distillation of the gated pass towards the detached dense features of the
   same view (:class:`~timm_gated_ssl.ssl.FeatureDistillLoss`; Yu & Huang, ICCV 2019);
 * ``noise_schedule="cosine"``: the gates' logistic training noise annealed from 1 to 0 over
@@ -36,8 +41,9 @@ from ..attach import gate_masks, gate_mode, has_gates, set_gate_mode, set_gate_n
 from ..budget import BudgetLoss, BudgetLossOutput
 from ..ssl import DISTILL_TARGETS, FeatureDistillLoss, MomentumEncoder, SSLObjective
 
-PAIRINGS = ("asymmetric", "symmetric")
-"""Which passes see which view: the paper's one pair, or both pairs averaged."""
+PAIRINGS = ("asymmetric", "symmetric", "anchored")
+"""Which passes see which view: the paper's one pair, both gated-dense pairs, or the paper's pair
+plus the vanilla dense-dense pair (each averaged)."""
 NOISE_SCHEDULES = ("constant", "cosine")
 """Gate noise over training: the paper's constant scale 1, or cosine from 1 to 0."""
 
@@ -75,7 +81,8 @@ class DualSSLModel(nn.Module):
         gating: Co-train the gated mode (False: vanilla dense SSL).
         budget_loss: ``lambda * (F_g/F_d - t_d)^2 + gamma * L_bound`` (required with gating).
         momentum_target: Keep a BYOL momentum copy of backbone and projector as the target.
-        pairing: ``"asymmetric"`` (paper) or ``"symmetric"`` (see the module docstring).
+        pairing: ``"asymmetric"`` (paper), ``"symmetric"`` or ``"anchored"`` (see the module
+            docstring).
         distill: In-place distillation loss of the gated pass (None: off, the paper's setting).
         distill_on: ``"features"`` (backbone features) or ``"embeddings"`` (projector outputs).
         noise_schedule: ``"constant"`` (paper) or ``"cosine"`` gate noise over training.
@@ -192,6 +199,9 @@ class DualSSLModel(nn.Module):
             h_gated_b = self._pass(view_dense, "gated")
             budgets.append(self._budget(view_dense, gate_masks(self.backbone), progress, epoch))
             losses.append(self.objective(teacher, h_gated_b, **targets).loss)
+        elif self.pairing == "anchored":
+            teacher = self._pass(view_gated, "dense")
+            losses.append(self.objective(teacher, h_dense, **targets).loss)
         ssl_loss = torch.stack(losses).mean()
         terms = {"ssl": ssl_loss.detach(), **ssl.terms}
         loss = ssl_loss + torch.stack([b.loss for b in budgets]).mean()
