@@ -1,0 +1,65 @@
+"""benchmarks/reproduce_small.py: the aims are computed from the runs (hand-made rows here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def reproduce() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("reproduce_small", ROOT / "benchmarks" / "reproduce_small.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["reproduce_small"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def row(run: str, budget: float | None, **modes: Any) -> dict[str, Any]:
+    variant = run.rsplit("_s", 1)[0] if "_s" in run else run
+    return {"run": run, "variant": variant, "protocol": "main", "budget": budget, **modes}
+
+
+def gated_row(run: str, budget: float, dense: float, gated: float, mac: float, mac_cal: float) -> dict[str, Any]:
+    return row(run, budget, dense={"linear_top1": dense},
+               gated={"linear_top1": gated, "mac_fraction": mac},
+               gated_calibrated={"linear_top1": gated, "mac_fraction": mac_cal})
+
+
+def test_aims_average_the_seeds_and_judge_each_target(reproduce: ModuleType) -> None:
+    rows = [row("vanilla", None, vanilla={"linear_top1": 87.0}), row("vanilla_s1", None, vanilla={"linear_top1": 86.0}),
+            gated_row("dual_td0.3", 0.3, 85.0, 84.0, 0.29, 0.305),
+            gated_row("dual_td0.3_s1", 0.3, 85.4, 83.0, 0.335, 0.299)]
+    found = {a["aim"]: a for a in reproduce.aims(rows, {0.3: "dual_td0.3"})}
+    gap = found["gated >= dense - 1.5 (linear top-1, t_d 0.3)"]
+    assert gap["value"] == pytest.approx(83.5 - 85.2) and gap["met"] is False  # mean gap 1.7 > 1.5
+    dense = found["dense >= vanilla - 1.5 (t_d 0.3)"]
+    assert dense["value"] == pytest.approx(85.2 - 86.5) and dense["met"] is True
+    before = found["MAC fraction before calibration within +-0.03 of 0.3"]
+    assert before["value"] == pytest.approx(0.335) and before["met"] is False  # the worst seed counts
+    after = found["MAC fraction after calibration within +-0.01 of 0.3"]
+    assert after["value"] == pytest.approx(0.305) and after["met"] is True
+
+
+def test_missing_runs_are_listed_not_judged(reproduce: ModuleType) -> None:
+    found = reproduce.aims([gated_row("dual_td0.1", 0.1, 80.0, 79.0, 0.1, 0.1)])
+    assert all(a["met"] is None and a["missing"] for a in found if "0.5" in a["aim"])
+    dense = next(a for a in found if a["aim"] == "dense >= vanilla - 1.5 (t_d 0.1)")
+    assert dense["met"] is None and dense["missing"] == ["vanilla"]
+
+
+def test_variant_aims_cover_the_other_gated_main_runs(reproduce: ModuleType) -> None:
+    rows = [row("vanilla", None, vanilla={"linear_top1": 86.0}),
+            gated_row("dual_td0.3", 0.3, 85.0, 84.0, 0.3, 0.3),
+            gated_row("width_td0.3", 0.3, 85.5, 85.0, 0.285, 0.285)]
+    others = reproduce.variant_aims(rows)
+    assert list(others) == ["width_td0.3"]
+    assert [a["met"] for a in others["width_td0.3"]] == [True, True, True, False]  # 0.015 off after
