@@ -49,7 +49,8 @@ class PretrainConfig:
             ``linear`` (``t_d``, the density at which channel gates cost ``t_d``; it helped alone
             in the Fashion-MNIST pilots but not on top of the noise annealing, docs/results.md).
         pairing: ``asymmetric`` (paper: gated(v1)-dense(v2)), ``symmetric`` (both gated-dense
-            pairs) or ``anchored`` (the paper's pair plus the vanilla dense(v1)-dense(v2) pair).
+            pairs) or ``anchored`` (the paper's pair plus the vanilla dense(v1)-dense(v2) pair;
+            measured: dense within 0.4 of vanilla, gated unchanged, docs/results.md).
         distill_weight: In-place distillation of the gated pass towards the detached dense
             features of the same view (Yu & Huang, ICCV 2019); 0 = off (paper).
         distill_on: ``features`` (backbone) or ``embeddings`` (projector) for the distillation.
