@@ -276,8 +276,9 @@ def _cell(row: dict[str, Any], mode: str, key: str, fmt: str = "{:.2f}") -> str:
     return _fmt(row.get(mode, {}).get(key), fmt)
 
 
-def tables(rows: list[dict[str, Any]], found: list[dict[str, Any]]) -> str:
-    """The Markdown tables of docs/results.md."""
+def tables(rows: list[dict[str, Any]], found: list[dict[str, Any]], others: dict[str, list[dict[str, Any]]],
+           spread: list[dict[str, Any]]) -> str:
+    """The Markdown tables of docs/results.md, from the runs and what :func:`report` computed of them."""
     lines = []
     for protocol in PROTOCOLS:
         chosen = [r for r in rows if r["protocol"] == protocol]
@@ -297,7 +298,6 @@ def tables(rows: list[dict[str, Any]], found: list[dict[str, Any]]) -> str:
                 f"{_cell(r, 'gated_calibrated', 'mac_fraction', '{:.3f}')} | "
                 f"{_cell(r, 'gated_calibrated', 'linear_top1')} | {r.get('gap_calibrated', '')} |")
         lines.append("")
-    spread = seed_spread(rows)
     if spread:
         lines += ["**Pretraining seeds** (`main`): mean and range (max - min) over the seeds", "",
                   "| run | seeds | dense / vanilla linear | gated linear | gap | MAC fraction |",
@@ -315,7 +315,6 @@ def tables(rows: list[dict[str, Any]], found: list[dict[str, Any]]) -> str:
         lines += [f"| {a['aim']} | {'' if a['value'] is None else a['value']} | {a['target']} | "
                   f"{verdict[a['met']]} |" for a in found]
         lines.append("")
-    others = variant_aims(rows)
     if others:
         verdict = {True: "yes", False: "no", None: ""}
         lines += ["**The same aims for the other `main` runs** (each at its own t_d; value, met)", "",
@@ -334,10 +333,11 @@ def report(out: Path, *, publish: bool) -> None:
         base = out / protocol
         for result in sorted(base.glob("eval_*/results.json")) if base.exists() else []:
             rows.append(summarise(result.parent.name.removeprefix("eval_"), protocol, base))
-    found = aims(rows)
-    text = tables(rows, found)
+    found, others, spread = aims(rows), variant_aims(rows), seed_spread(rows)
+    text = tables(rows, found, others, spread)
     print(text)
-    summary = {"aims": found, "variant_aims": variant_aims(rows), "seed_spread": seed_spread(rows), "runs": rows, "protocols": PROTOCOLS, "common_args": COMMON, "paper_args": PAPER}
+    summary = {"aims": found, "variant_aims": others, "seed_spread": spread, "runs": rows, "protocols": PROTOCOLS,
+               "common_args": COMMON, "paper_args": PAPER}
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     if publish:
         docs = ROOT / "docs"
