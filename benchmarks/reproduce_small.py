@@ -12,8 +12,9 @@ Runs (``--runs``; a ``_s<N>`` suffix trains with seed N, e.g. ``dual_td0.3_s1``)
 * ``vanilla``: VICReg, gating off; ``dual_td{0.1,0.3,0.5}``: VICReg-dual with the library's
   defaults; ``paper_td0.3``: the paper's exact loss settings (``PAPER``);
 * ``study_*``: the paper's settings plus one change each (``STUDY``), at t_d 0.3;
-* ``width_td0.3``: the library defaults with width gates (8 levels, docs/width_gates.md) instead
-  of channel gates, compared with ``dual_td0.3`` (or, at the pilot, ``study_noise_cosine``, whose
+* ``{anchored,symmetric,warmup,width}_td{0.1,0.3,0.5}``: the library defaults with one change
+  each (``VARIANTS``); ``width`` uses width gates (8 levels, docs/width_gates.md) instead of
+  channel gates, compared with ``dual_td*`` (or, at the pilot, ``study_noise_cosine``, whose
   settings are the defaults) of the same protocol.
 
 Evaluation (``timm_gated_ssl.eval.evaluate_checkpoint``, fp32): linear probe on 10k labelled
@@ -73,8 +74,10 @@ VARIANTS: dict[str, dict[str, str]] = {
     "anchored": {"pairing": "anchored"},
     "symmetric": {"pairing": "symmetric"},
     "warmup": {"dense_warmup_epochs": "1"},
+    "width": {"model_kwargs": "{gate_type: width, gate_levels: 8}"},
 }
-"""Candidates for the dense-vanilla gap: each is the library defaults with this one change."""
+"""Candidates for the remaining gaps: each is the library defaults with this one change (``width``:
+width gates with 8 levels instead of channel gates, docs/width_gates.md)."""
 
 
 def _flags(values: dict[str, str]) -> list[str]:
@@ -88,7 +91,6 @@ RUNS: dict[str, list[str]] = {
     **{name: [*DUAL, "--budget", "0.3", *_flags({**PAPER, **extra})] for name, extra in STUDY.items()},
     **{f"{variant}_td{t}": [*DUAL, "--budget", str(t), *_flags(extra)]
        for variant, extra in VARIANTS.items() for t in (0.1, 0.3, 0.5)},
-    "width_td0.3": [*DUAL, "--budget", "0.3", "--model_kwargs", "{gate_type: width, gate_levels: 8}"],
 }
 SWEEP = (0.1, 0.3, 0.5, 0.7)
 """Budgets calibrated from one checkpoint with ``--sweep`` (the report reads only the run's own t_d)."""
