@@ -329,12 +329,30 @@ def tables(rows: list[dict[str, Any]], found: list[dict[str, Any]], others: dict
     return "\n".join(lines)
 
 
+def merge_rows(local: list[dict[str, Any]], published: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every run evaluated under the output folder, plus the published runs it does not hold.
+
+    Runs are made over several sessions and machines, and an output folder is scratch: a run kept
+    from the published JSON keeps the numbers, config and curve it was published with, and a run
+    evaluated again here replaces it. Ordered by protocol, then run name.
+    """
+    order = {protocol: i for i, protocol in enumerate(PROTOCOLS)}
+    rows = {(r["protocol"], r["run"]): r for r in published}
+    rows.update({(r["protocol"], r["run"]): r for r in local})
+    return [rows[key] for key in sorted(rows, key=lambda k: (order.get(k[0], len(order)), k[1]))]
+
+
 def report(out: Path, *, publish: bool) -> None:
-    rows = []
+    local = []
     for protocol in PROTOCOLS:
         base = out / protocol
         for result in sorted(base.glob("eval_*/results.json")) if base.exists() else []:
-            rows.append(summarise(result.parent.name.removeprefix("eval_"), protocol, base))
+            local.append(summarise(result.parent.name.removeprefix("eval_"), protocol, base))
+    published_path = ROOT / "docs" / "results" / "reproduce_small.json"
+    published = json.loads(published_path.read_text())["runs"] if published_path.exists() else []
+    rows = merge_rows(local, published)
+    kept = len(rows) - len(local)
+    print(f"{len(local)} runs evaluated under {out}; {kept} kept from {published_path.relative_to(ROOT)}")
     found, others, spread = aims(rows), variant_aims(rows), seed_spread(rows)
     text = tables(rows, found, others, spread)
     print(text)

@@ -63,3 +63,14 @@ def test_variant_aims_cover_the_other_gated_main_runs(reproduce: ModuleType) -> 
     others = reproduce.variant_aims(rows)
     assert list(others) == ["width_td0.3"]
     assert [a["met"] for a in others["width_td0.3"]] == [True, True, True, False]  # 0.015 off after
+
+
+def test_merge_keeps_published_runs_and_lets_new_evaluations_replace_them(reproduce: ModuleType) -> None:
+    published = [row("vanilla", None, vanilla={"linear_top1": 86.0}),
+                 gated_row("dual_td0.3", 0.3, 85.0, 84.0, 0.3, 0.3),
+                 {**row("paper_td0.3", 0.3), "protocol": "pilot"}]
+    local = [gated_row("dual_td0.3", 0.3, 85.5, 84.5, 0.3, 0.3), gated_row("width_td0.1", 0.1, 84.0, 83.0, 0.1, 0.1)]
+    merged = reproduce.merge_rows(local, published)
+    assert [(r["protocol"], r["run"]) for r in merged] == [
+        ("pilot", "paper_td0.3"), ("main", "dual_td0.3"), ("main", "vanilla"), ("main", "width_td0.1")]
+    assert merged[1]["dense"]["linear_top1"] == 85.5  # the new evaluation, not the published one
