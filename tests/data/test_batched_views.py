@@ -45,6 +45,21 @@ def test_hue_and_blur_match_torchvision_per_image() -> None:
     torch.testing.assert_close(bv._blur(x.clone(), sigmas, 5), expected, atol=1e-5, rtol=0)
 
 
+def test_hue_matches_torchvision_on_ties_grey_and_saturated_pixels() -> None:
+    """The closed-form HSV -> RGB against v2's six-sector table where the max channel is shared,
+    the pixel is grey (no hue), or a channel sits at 0 or 1, at shifts across the full range."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(6, 3, 8, 8, generator=g)
+    x[0] = x[0, :1]  # grey: every channel equal
+    x[1, 1] = x[1, 0]  # red == green
+    x[2, 2] = x[2, 1]  # green == blue
+    x[3] = (x[3] > 0.5).float()  # pure colours, black and white
+    x[4, 0] = 1.0
+    shifts = torch.tensor([0.1, -0.1, 0.5, -0.5, 0.25, -0.3])
+    expected = torch.stack([TF.adjust_hue(x[i], float(shifts[i])) for i in range(6)])
+    torch.testing.assert_close(bv._hue(x.clone(), shifts), expected, atol=1e-5, rtol=0)
+
+
 def test_identity_settings_reproduce_the_normalised_image() -> None:
     view = BatchedSSLView(crop_size=16, mean=MEAN, std=STD, crop_scale=(1.0, 1.0), jitter_prob=0.0,
                           grayscale_prob=0.0, flip_prob=0.0, solarize_prob=0.0)
