@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from timm_gated_ssl.cli import error_line, run_main
+from timm_gated_ssl.cli import error_line, out_of_memory_line, run_main
 from timm_gated_ssl.errors import ConfigError
 
 
@@ -44,3 +45,30 @@ def test_error_line() -> None:
     assert error_line(ConfigError("a\n  b")) == "error: a b"
     assert error_line(KeyError("k")) == "error: k"
     assert error_line(RuntimeError()) == "error: RuntimeError"
+
+
+_CPU_OOM = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+            "you tried to allocate 30000000000 bytes. Error code 12 (Cannot allocate memory)")
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [(RuntimeError(_CPU_OOM), "error: out of CPU memory (an allocation of 27.9 GiB failed): lower --batch_size"),
+     (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"), "error: out of GPU memory: lower"),
+     (MemoryError(), "error: out of CPU memory: lower --batch_size")],
+)
+def test_running_out_of_memory_is_one_line_naming_the_fix(
+    error: BaseException, expected: str, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    monkeypatch.delenv("TIMM_GATED_SSL_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(_raise(error))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(expected) and "--image_size" in err
+
+
+def test_other_runtime_errors_keep_their_traceback() -> None:
+    assert out_of_memory_line(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
+    with pytest.raises(RuntimeError, match="shapes"):
+        run_main(_raise(RuntimeError("mat1 and mat2 shapes cannot be multiplied")))

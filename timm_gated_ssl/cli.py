@@ -2,9 +2,11 @@
 
 A script's ``main`` raises; :func:`run_main` turns the library's own errors
 (:class:`~timm_gated_ssl.errors.GatingError` and its subclasses), invalid values (``ValueError``)
-and file-system errors (``OSError``: a missing file, a full disk, a permission) into a single
-``error: ...`` line on stderr and exit status 2. Anything else is a bug and keeps its traceback;
-``TIMM_GATED_SSL_TRACEBACK=1`` shows the traceback of the handled errors too.
+file-system errors (``OSError``: a missing file, a full disk, a permission) and running out of
+memory (torch's CPU allocator, CUDA's ``OutOfMemoryError``, Python's ``MemoryError``: a batch or
+image size too large for the machine) into a single ``error: ...`` line on stderr and exit status
+2. Anything else is a bug and keeps its traceback; ``TIMM_GATED_SSL_TRACEBACK=1`` shows the
+traceback of the handled errors too.
 
 Example:
     >>> if __name__ == "__main__":  # doctest: +SKIP
@@ -15,18 +17,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
 from .errors import GatingError
 
-__all__ = ["HANDLED_ERRORS", "add_training_run_arguments", "error_line", "run_main"]
+__all__ = ["HANDLED_ERRORS", "add_training_run_arguments", "error_line", "out_of_memory_line", "run_main"]
 
 HANDLED_ERRORS: tuple[type[BaseException], ...] = (GatingError, ValueError, OSError)
 """Errors printed as one line; the rest are bugs and keep their traceback."""
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+_CPU_ALLOC = re.compile(r"can't allocate memory: you tried to allocate (\d+) bytes")
 
 
 def add_training_run_arguments(parser: argparse.ArgumentParser, *, config_name: str) -> None:
@@ -54,6 +58,25 @@ def error_line(error: BaseException) -> str:
     return f"error: {message}"
 
 
+def out_of_memory_line(error: BaseException) -> str | None:
+    """The one line for an allocation failure, or None if ``error`` is not one.
+
+    torch reports a failed CPU allocation as a plain ``RuntimeError`` (``DefaultCPUAllocator:
+    can't allocate memory``) and a CUDA one as ``torch.OutOfMemoryError``; both, and Python's
+    ``MemoryError``, mean the run asked for more memory than the machine has, which the user fixes
+    with smaller batches or images, not by reading a traceback.
+    """
+    torch = sys.modules.get("torch")
+    cuda_oom = torch is not None and isinstance(error, getattr(torch, "OutOfMemoryError", ()))
+    match = _CPU_ALLOC.search(str(error)) if isinstance(error, RuntimeError) else None
+    if not (cuda_oom or match or isinstance(error, MemoryError)):
+        return None
+    where = "GPU" if cuda_oom else "CPU"
+    asked = f" (an allocation of {int(match.group(1)) / 2**30:.1f} GiB failed)" if match else ""
+    return (f"error: out of {where} memory{asked}: lower --batch_size (pretraining keeps its global batch "
+            "with --grad_accum_steps) or --image_size")
+
+
 def run_main(main: Callable[[], int | None], *, hard_exit: bool = False) -> NoReturn:
     """Run ``main()`` and exit with its status, printing handled errors as one line.
 
@@ -71,6 +94,12 @@ def run_main(main: Callable[[], int | None], *, hard_exit: bool = False) -> NoRe
         if os.environ.get("TIMM_GATED_SSL_TRACEBACK", "") not in ("", "0"):
             raise
         print(error_line(error), file=sys.stderr)
+        code = EXIT_ERROR
+    except (RuntimeError, MemoryError) as error:
+        line = out_of_memory_line(error)
+        if line is None or os.environ.get("TIMM_GATED_SSL_TRACEBACK", "") not in ("", "0"):
+            raise
+        print(line, file=sys.stderr)
         code = EXIT_ERROR
     sys.stdout.flush()
     sys.stderr.flush()
