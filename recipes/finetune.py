@@ -39,6 +39,7 @@ from timm_gated_ssl.calibration import budget_key
 from timm_gated_ssl.cli import add_training_run_arguments
 from timm_gated_ssl.errors import GatingError, NoGatesError
 from timm_gated_ssl.eval.loading import load_run
+from timm_gated_ssl.files import check_output_dir
 from timm_gated_ssl.finetune import (
     DualClassifier,
     FinetuneConfig,
@@ -58,6 +59,7 @@ from timm_gated_ssl.finetune.heads import running
 from timm_gated_ssl.recipe import (
     NonFiniteLossError,
     prepare_output_dir,
+    refuse_earlier_run,
     resolve_checkpoint,
     save_training_state,
 )
@@ -81,9 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     output_dir = Path(args.output_dir)
     resuming = args.resume_from_checkpoint is not None
-    if accelerator.is_main_process:
-        prepare_output_dir(output_dir, overwrite=args.overwrite, resuming=resuming)
-    accelerator.wait_for_everyone()
+    # ---- checks first: the folder is made only once the checkpoint and the data are known good
+    check_output_dir(output_dir, name="--output_dir")
+    refuse_earlier_run(output_dir, overwrite=args.overwrite, resuming=resuming)
     set_seed(config.seeds[0], device_specific=True)
 
     # ---- checkpoint: the pretrained encoder (pooled features), gated or not
@@ -104,6 +106,9 @@ def main(argv: list[str] | None = None) -> None:
                                need_calibration=config.mode == "full" or bool(config.budgets),
                                world_size=accelerator.num_processes)
     num_classes, image_size = data.protocol.num_classes, data.protocol.image_size
+    if accelerator.is_main_process:
+        prepare_output_dir(output_dir, overwrite=args.overwrite, resuming=resuming)
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         FinetuneConfig.from_dict({**config.to_dict(), "image_size": image_size}).save(output_dir / "config.yaml")
     backbone.to(accelerator.device)

@@ -9,9 +9,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from timm_gated_ssl.errors import DamagedFileError
+from timm_gated_ssl.errors import ConfigError, DamagedFileError
 from timm_gated_ssl.files import (
     atomic_write_json,
+    check_output_dir,
     check_safetensors,
     honour_umask,
     remove_stale_temporaries,
@@ -63,3 +64,24 @@ def test_remove_stale_temporaries(tmp_path: Path) -> None:
     removed = remove_stale_temporaries(tmp_path)
     assert sorted(p.name for p in removed) == [".tmp_a", ".tmp_b.json.x"]
     assert [p.name for p in tmp_path.iterdir()] == ["keep.json"]
+
+
+def test_check_output_dir_accepts_new_and_existing_folders_and_leaves_nothing(tmp_path: Path) -> None:
+    assert check_output_dir(tmp_path / "new" / "run") == tmp_path / "new" / "run"
+    assert check_output_dir(tmp_path) == tmp_path
+    assert list(tmp_path.iterdir()) == []  # the probe folder is gone, nothing was created
+
+
+def test_check_output_dir_refuses_a_file_and_a_path_below_a_file(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match=r"--out .*f exists and is not a folder"):
+        check_output_dir(tmp_path / "f", name="--out")
+    with pytest.raises(ConfigError, match=r"cannot be written: .*f is not a folder"):
+        check_output_dir(tmp_path / "f" / "run")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_check_output_dir_refuses_a_file_system_that_takes_no_new_folders() -> None:
+    # os.access says yes to root here; making a folder fails, and so must the check.
+    with pytest.raises(ConfigError, match=r"--output_dir /proc/timm_gated_ssl_run cannot be written: /proc refuses"):
+        check_output_dir("/proc/timm_gated_ssl_run", name="--output_dir")

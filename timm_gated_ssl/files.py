@@ -121,10 +121,14 @@ def remove_stale_temporaries(folder: str | os.PathLike[str], *, prefixes: tuple[
 
 def check_output_dir(path: str | os.PathLike[str], *, name: str = "output_dir") -> Path:
     """Check, before any work, that ``path`` can become an output folder: it is a folder or does
-    not exist yet, and its nearest existing parent is writable.
+    not exist yet, and a folder can be made in it or in its nearest existing parent.
+
+    The check makes and removes an empty probe folder there instead of asking ``os.access``,
+    which says yes to root on read-only or virtual file systems (``/proc``) where writing fails.
+    Nothing is left behind.
 
     Raises:
-        ConfigError: Naming the argument and the path.
+        ConfigError: Naming the argument, the path and the reason.
     """
     from .errors import ConfigError
 
@@ -132,8 +136,13 @@ def check_output_dir(path: str | os.PathLike[str], *, name: str = "output_dir") 
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{name} {path} exists and is not a folder")
     existing = path if path.exists() else next((p for p in path.absolute().parents if p.exists()), None)
-    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{name} {path} cannot be written: {existing} is not a writable folder")
+    if existing is None or not existing.is_dir():
+        raise ConfigError(f"{name} {path} cannot be written: {existing} is not a folder")
+    try:
+        Path(tempfile.mkdtemp(prefix=".write_probe_", dir=existing)).rmdir()
+    except OSError as error:
+        raise ConfigError(f"{name} {path} cannot be written: {existing} refuses new files "
+                          f"({error.strerror or error}); choose another folder") from None
     return path
 
 

@@ -25,6 +25,7 @@ def _cli(finetune: Any, capsys: pytest.CaptureFixture[str], *args: str) -> str:
 def test_unknown_checkpoint(finetune: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = _cli(finetune, capsys, "--checkpoint", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "o"))
     assert "is not a directory" in err
+    assert not (tmp_path / "o").exists()  # refused before the output folder is made
 
 
 def test_checkpoint_without_gates(finetune: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -33,6 +34,7 @@ def test_checkpoint_without_gates(finetune: Any, tmp_path: Path, capsys: pytest.
                 safe_serialization=True)
     err = _cli(finetune, capsys, "--checkpoint", str(plain), "--output_dir", str(tmp_path / "o"), "--mode", "full")
     assert "has no gates" in err and "--mode linear" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_labels_missing(finetune: Any, tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -43,6 +45,7 @@ def test_labels_missing(finetune: Any, tiny_checkpoint: Path, tmp_path: Path, ca
     err = _cli(finetune, capsys, "--checkpoint", str(tiny_checkpoint), "--output_dir", str(tmp_path / "o"),
                "--dataset", str(folder))
     assert "no labels" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_num_classes_mismatch(finetune: Any, tiny_checkpoint: Path, tmp_path: Path,
@@ -50,6 +53,13 @@ def test_num_classes_mismatch(finetune: Any, tiny_checkpoint: Path, tmp_path: Pa
     err = _cli(finetune, capsys, "--checkpoint", str(tiny_checkpoint), "--output_dir", str(tmp_path / "o"),
                "--num_classes", "5")
     assert "num_classes=5" in err and "10 classes" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_unwritable_output_dir(finetune: Any, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _cli(finetune, capsys, "--checkpoint", str(tiny_checkpoint), "--output_dir", "/proc/timm_gated_ssl_ft")
+    assert "--output_dir /proc/timm_gated_ssl_ft cannot be written" in err
 
 
 @pytest.mark.parametrize("flag, value", [("--budget", "1.5"), ("--budgets", "[0.3, 0]")])
