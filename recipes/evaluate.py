@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from accelerate import Accelerator
 
-from timm_gated_ssl.cli import HANDLED_ERRORS, error_line
+from timm_gated_ssl.cli import HANDLED_ERRORS, one_line, slow_bf16_warning
 from timm_gated_ssl.eval import evaluate_checkpoint
 from timm_gated_ssl.eval.outputs import channel_usage_markdown
 
@@ -61,6 +61,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
+    warning = slow_bf16_warning(accelerator.mixed_precision, accelerator.device.type)
+    if warning and accelerator.is_main_process:
+        print(warning, file=sys.stderr)
     try:
         result = evaluate_checkpoint(
             args.checkpoint, dataset=args.dataset, train_split=args.train_split,
@@ -73,9 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             output_dir=args.output_dir, export_dir=args.export_dir, model_name=args.model_name,
             seed=args.seed,
         )
-    except HANDLED_ERRORS as error:  # one line, no traceback (timm_gated_ssl.cli)
+    except (*HANDLED_ERRORS, RuntimeError, MemoryError) as error:  # one line, no traceback (timm_gated_ssl.cli)
+        line = one_line(error)
+        if line is None:
+            raise
         if accelerator.is_main_process:
-            print(error_line(error), file=sys.stderr)
+            print(line, file=sys.stderr)
         return 2
     if accelerator.is_main_process:
         usage = channel_usage_markdown(result)

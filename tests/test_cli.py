@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from timm_gated_ssl import cli
 from timm_gated_ssl.cli import error_line, out_of_memory_line, run_main
 from timm_gated_ssl.errors import ConfigError
 
@@ -72,3 +73,24 @@ def test_other_runtime_errors_keep_their_traceback() -> None:
     assert out_of_memory_line(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
     with pytest.raises(RuntimeError, match="shapes"):
         run_main(_raise(RuntimeError("mat1 and mat2 shapes cannot be multiplied")))
+
+
+def test_bf16_on_a_cpu_without_bf16_kernels_warns_once_with_the_fix(monkeypatch) -> None:
+    monkeypatch.setattr(cli, "cpu_has_fast_bf16", lambda: False)
+    warning = cli.slow_bf16_warning("bf16", "cpu")
+    assert warning is not None and warning.startswith("warning: ") and "\n" not in warning
+    assert warning.endswith("pass --mixed_precision no")
+    assert cli.slow_bf16_warning("no", "cpu") is None and cli.slow_bf16_warning(None, "cpu") is None
+    assert cli.slow_bf16_warning("bf16", "cuda") is None  # GPUs have their own bf16 units
+    monkeypatch.setattr(cli, "cpu_has_fast_bf16", lambda: True)
+    assert cli.slow_bf16_warning("bf16", "cpu") is None
+
+
+def test_cpu_bf16_probe_answers_from_torch() -> None:
+    assert cli.cpu_has_fast_bf16() is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def test_traceback_on_request_covers_out_of_memory(monkeypatch) -> None:
+    monkeypatch.setenv("TIMM_GATED_SSL_TRACEBACK", "1")
+    with pytest.raises(MemoryError):
+        run_main(_raise(MemoryError()))
