@@ -18,6 +18,7 @@
 Usage:
     python benchmarks/train_step.py                 # small preset (CPU, minutes)
     python benchmarks/train_step.py --preset full   # GPU-sized batch and resolution
+    python benchmarks/train_step.py --precision fp32  # CPUs without bf16 kernels (AVX2)
     python benchmarks/train_step.py --preset small --repeats 1 --rounds 1 --recipe_steps 2  # smoke test
 """
 
@@ -38,6 +39,7 @@ from _timing import interleaved_ratios, write_json
 
 import timm_gated_ssl  # noqa: F401
 from timm_gated_ssl.budget import BudgetLoss
+from timm_gated_ssl.cli import cpu_has_fast_bf16
 from timm_gated_ssl.data import SSLBatchDataset, build_ssl_views, load_image_dataset
 from timm_gated_ssl.data.batched_views import build_batched_ssl_views
 from timm_gated_ssl.data.wrappers import DecodedImages
@@ -82,8 +84,14 @@ def dual_over_vanilla(batch: int, size: int, repeats: int, dtype: torch.dtype | 
     return {"ratio": res["dual"]["ratio"], "vanilla_step_s": res["baseline"]["seconds"]}
 
 
-def bare_images_per_s(batch: int, size: int, steps: int) -> float:
-    step = make_step(True, batch, size, torch.bfloat16)
+PRECISIONS: dict[str, torch.dtype | None] = {"bf16": torch.bfloat16, "fp32": None}
+"""``--precision`` of the recipe-vs-bare comparison: autocast dtype of the bare loop and the recipe's
+``--mixed_precision`` (``bf16`` -> ``bf16``, ``fp32`` -> ``no``). fp32 is for CPUs without bf16
+kernels (AVX2), where bf16 autocast is many times slower than fp32."""
+
+
+def bare_images_per_s(batch: int, size: int, steps: int, precision: str = "bf16") -> float:
+    step = make_step(True, batch, size, PRECISIONS[precision])
     step()
     start = time.perf_counter()
     for _ in range(steps):
@@ -91,14 +99,14 @@ def bare_images_per_s(batch: int, size: int, steps: int) -> float:
     return steps * batch / (time.perf_counter() - start)
 
 
-def _recipe_seconds(batch: int, size: int, steps: int, augmentation: str) -> float:
+def _recipe_seconds(batch: int, size: int, steps: int, augmentation: str, precision: str) -> float:
     """Training seconds (``metrics.json``'s ``wall_time_s``) of a ``steps``-step recipe run."""
     sys.path.insert(0, str(ROOT / "tests" / ".."))
     from tests.recipe.conftest import load_pretrain_module
 
     pretrain = load_pretrain_module()
     with tempfile.TemporaryDirectory() as out:
-        pretrain.main(["--cpu", "--no_progress", "--mixed_precision", "bf16", "--channels_last",
+        pretrain.main(["--cpu", "--no_progress", "--mixed_precision", "bf16" if precision == "bf16" else "no", "--channels_last",
                        "--output_dir", out, "--dataset", "digits", "--image_size", str(size),
                        "--batch_size", str(batch), "--max_steps", str(steps), "--epochs", "50",
                        "--eval_split", "null", "--eval_train_split", "null", "--budget", "0.3",
@@ -107,29 +115,30 @@ def _recipe_seconds(batch: int, size: int, steps: int, augmentation: str) -> flo
     return metrics["wall_time_s"]
 
 
-def recipe_images_per_s(batch: int, size: int, steps: int, augmentation: str, *, warm: int = 2) -> float:
+def recipe_images_per_s(batch: int, size: int, steps: int, augmentation: str, *, precision: str = "bf16",
+                        warm: int = 2) -> float:
     """Steady-state images/s of the recipe: a ``warm + steps`` run minus a ``warm``-step run.
 
     The difference cancels the one-off cost of the first steps (the loader's first batch, the
     first forward and backward), which the bare loop also leaves out (one untimed step).
     """
-    short = _recipe_seconds(batch, size, warm, augmentation)
-    long = _recipe_seconds(batch, size, warm + steps, augmentation)
+    short = _recipe_seconds(batch, size, warm, augmentation, precision)
+    long = _recipe_seconds(batch, size, warm + steps, augmentation, precision)
     if long <= short:
         raise RuntimeError(f"a {warm + steps}-step recipe run took no longer than a {warm}-step one "
                            f"({long:.3f} s vs {short:.3f} s): raise --recipe_steps")
     return steps * batch / (long - short)
 
 
-def recipe_over_bare(batch: int, size: int, steps: int, rounds: int) -> dict:
+def recipe_over_bare(batch: int, size: int, steps: int, rounds: int, precision: str = "bf16") -> dict:
     """Interleaved rounds: bare, recipe per augmentation path, bare, ...; median of ratios."""
-    bare = [bare_images_per_s(batch, size, steps)]
+    bare = [bare_images_per_s(batch, size, steps, precision)]
     runs: dict[str, list[float]] = {name: [] for name in AUGMENTATIONS}
     ratios: dict[str, list[float]] = {name: [] for name in AUGMENTATIONS}
     for _ in range(rounds):
         for name in AUGMENTATIONS:
-            recipe = recipe_images_per_s(batch, size, steps, name)
-            bare.append(bare_images_per_s(batch, size, steps))
+            recipe = recipe_images_per_s(batch, size, steps, name, precision=precision)
+            bare.append(bare_images_per_s(batch, size, steps, precision))
             runs[name].append(recipe)
             ratios[name].append(recipe / ((bare[-2] + bare[-1]) / 2))
     return {name: {"ratio": statistics.median(ratios[name]), "ratios": ratios[name],
@@ -163,6 +172,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "out" / "train_step.json"))
+    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="bf16",
+                        help="recipe vs bare loop in bf16 autocast (default) or fp32 (CPUs without bf16 kernels); "
+                             "with fp32 the bf16 dual/vanilla row is left out")
     for name in ("batch", "size", "repeats", "recipe_steps", "rounds", "threads"):
         parser.add_argument(f"--{name}", type=int, default=None, help="override the preset's value")
     args = parser.parse_args()
@@ -170,10 +182,11 @@ def main() -> None:
     torch.set_num_threads(p["threads"])
     rows = {
         "fp32": dual_over_vanilla(p["batch"], p["size"], p["repeats"], None),
-        "bf16": dual_over_vanilla(p["batch"], p["size"], p["repeats"], torch.bfloat16),
     }
+    if args.precision == "bf16":
+        rows["bf16"] = dual_over_vanilla(p["batch"], p["size"], p["repeats"], torch.bfloat16)
     augment = augmentation_ratio(p["batch"], p["size"], p["repeats"])
-    recipe = recipe_over_bare(p["batch"], p["size"], p["recipe_steps"], p["rounds"])
+    recipe = recipe_over_bare(p["batch"], p["size"], p["recipe_steps"], p["rounds"], args.precision)
     print(f"\nresnet18 (CIFAR stem), batch {p['batch']}, {p['size']} px, {torch.get_num_threads()} threads")
     print("| measure | value | target |")
     print("|---|---|---|")
@@ -183,10 +196,11 @@ def main() -> None:
           f"({augment['batched_batch_s'] * 1e3:.1f} vs {augment['per_image_batch_s'] * 1e3:.1f} ms) | < 1 |")
     for name in AUGMENTATIONS:
         r = recipe[name]
-        print(f"| recipe / bare loop images/s, bf16, augmentation: {name} | {r['ratio']:.3f} "
+        print(f"| recipe / bare loop images/s, {args.precision}, augmentation: {name} | {r['ratio']:.3f} "
               f"(median of {len(r['ratios'])} interleaved rounds) | >= 0.97 |")
     write_json(args.output, {"benchmark": "train_step", "preset": args.preset, "settings": p,
-                             "threads": torch.get_num_threads(), "dual_over_vanilla": rows,
+                             "precision": args.precision, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                             "cpu_has_fast_bf16": cpu_has_fast_bf16(), "threads": torch.get_num_threads(), "dual_over_vanilla": rows,
                              "augmentation": augment, "recipe_over_bare": recipe})
 
 
