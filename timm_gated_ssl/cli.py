@@ -1,7 +1,7 @@
 """The top-level error handling of every script in ``recipes/``: one line, no traceback.
 
 A script's ``main`` raises; :func:`run_main` turns the library's own errors
-(:class:`~timm_gated_ssl.errors.GatingError` and its subclasses), invalid values (``ValueError``)
+(:class:`~timm_gated_ssl.errors.GatingError` and its subclasses), invalid values (``ValueError``),
 file-system errors (``OSError``: a missing file, a full disk, a permission) and running out of
 memory (torch's CPU allocator, CUDA's ``OutOfMemoryError``, Python's ``MemoryError``: a batch or
 image size too large for the machine) into a single ``error: ...`` line on stderr and exit status
@@ -56,8 +56,8 @@ def add_training_run_arguments(parser: argparse.ArgumentParser, *, config_name: 
 def cpu_has_fast_bf16() -> bool:
     """Whether oneDNN has bf16 kernels for this CPU (AVX-512 or newer); True when torch cannot say.
 
-    Without them (AVX2-only CPUs) bf16 autocast falls back to slow reference code: a ResNet-18
-    step at 28 px measured 15x slower than fp32 on an AVX2 AMD EPYC.
+    Without them (AVX2-only CPUs) bf16 autocast falls back to slow reference code
+    (``benchmarks/cpu_bf16.py``: a ResNet-18 training step many times slower than in fp32).
     """
     torch = sys.modules.get("torch")
     if torch is None:
@@ -80,7 +80,7 @@ def slow_bf16_warning(mixed_precision: str | None, device_type: str) -> str | No
     if mixed_precision != "bf16" or device_type != "cpu" or cpu_has_fast_bf16():
         return None
     return ("warning: bf16 autocast on this CPU has no bf16 kernels (oneDNN needs AVX-512) and runs many "
-            "times slower than fp32 (15x measured on an AVX2 CPU); pass --mixed_precision no")
+            "times slower than fp32; pass --mixed_precision no")
 
 
 def error_line(error: BaseException) -> str:
