@@ -64,6 +64,23 @@ def test_load_results_accepts_object_dict_and_json(results_dict: dict, tmp_path:
         load_results({"dataset": "cifar10"})  # no model_name
 
 
+@pytest.mark.parametrize("content", [b"architecture: resnet18\n", b"\xff\xfe\x00binary"])
+def test_load_results_names_a_file_that_is_not_json(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"config.yaml is not a JSON file .*results.json that recipes/evaluate.py"):
+        load_results(path)
+
+
+@pytest.mark.parametrize(("payload", "reason"), [([1, 2], "holds a JSON list"),
+                                                 ({"steps": 3}, r"does not hold evaluation results \(unknown")])
+def test_load_results_names_a_json_file_of_something_else(tmp_path: Path, payload: object, reason: str) -> None:
+    path = tmp_path / "metrics.json"  # e.g. the training metrics instead of the evaluation results
+    path.write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match=rf"metrics.json {reason}.*recipes/evaluate.py --output_dir"):
+        load_results(path)
+
+
 def test_trained_and_calibrated_entries_at_one_budget_get_distinct_configs() -> None:
     """A run trained at t_d 0.3 and also calibrated to 0.3 reports two operating points."""
     from timm_gated_ssl.eval.report import EvaluationResult, ModeEvaluation

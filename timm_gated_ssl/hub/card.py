@@ -77,14 +77,26 @@ def load_results(results: ResultsLike) -> EvaluationResult:
             holding that dict.
 
     Raises:
-        ValueError: If the dict or file does not follow the ``EvaluationResult`` schema.
+        ValueError: If the dict or file does not follow the ``EvaluationResult`` schema, or the file
+            is not JSON; a file's message names it.
+        TypeError: If ``results`` is none of the three.
     """
     from ..eval.report import EvaluationResult  # lazy: the eval package pulls in matplotlib
 
     if isinstance(results, EvaluationResult):
         return results
     if isinstance(results, (str, os.PathLike)):
-        results = json.loads(Path(results).read_text())
+        path, hint = Path(results), "pass the results.json that recipes/evaluate.py --output_dir writes"
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not a JSON file ({err}); {hint}") from None
+        if not isinstance(data, Mapping):  # a bad file content, not a bad argument type: ValueError
+            raise ValueError(f"{path} holds a JSON {type(data).__name__}, not evaluation results; {hint}")  # noqa: TRY004
+        try:
+            return EvaluationResult.from_dict(data)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path} does not hold evaluation results ({err}); {hint}") from None
     if not isinstance(results, Mapping):
         raise TypeError(f"results must be an EvaluationResult, a dict or a JSON path, got {results!r}")
     return EvaluationResult.from_dict(results)
