@@ -44,6 +44,7 @@ from timm_gated_ssl.recipe import (
     refuse_earlier_run,
     resolve_checkpoint,
     save_training_state,
+    timed_batches,
 )
 from timm_gated_ssl.recipe.data import (
     MonitorData,
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             loader.dataset.set_epoch(state.epoch)  # augmentations
             batches = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
             model.train()
-            for view_gated, view_dense in batches:
+            for view_gated, view_dense in timed_batches(batches, state):
                 if args.channels_last:
                     view_gated = view_gated.contiguous(memory_format=torch.channels_last)
                     view_dense = view_dense.contiguous(memory_format=torch.channels_last)
@@ -261,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     # Whole-run numbers (every segment, resumes included): resuming a finished run keeps them.
     metrics.update(steps=state.step, epochs=state.epoch + state.batch_in_epoch / max(len(loader), 1),
                    images_per_s=state.images_seen / max(state.train_seconds, 1e-9),
-                   wall_time_s=state.train_seconds, world_size=accelerator.num_processes)
+                   wall_time_s=state.train_seconds, world_size=accelerator.num_processes,
+                   data_fraction=state.data_seconds / max(state.train_seconds, 1e-9))
     # DDP keeps replicas identical; check it, since a desync would silently corrupt the export.
     checksum = torch.stack([p.detach().double().sum() for p in backbone.parameters()]).sum()
     gathered = accelerator.gather(checksum.reshape(1).to(accelerator.device))

@@ -11,7 +11,7 @@ from .outputs import (
     resolve_checkpoint,
     save_training_state,
 )
-from .state import NonFiniteLossError, TrainState
+from .state import NonFiniteLossError, TrainState, timed_batches
 from .state_files import check_resume
 from .validate import check_environment
 
@@ -19,5 +19,5 @@ __all__ = [
     "DualSSLModel", "NonFiniteLossError", "OutputDirNotEmptyError", "PretrainConfig", "StepOutput",
     "TrainState", "check_environment", "check_resume", "export_model", "list_checkpoints",
     "parse_overrides", "prepare_output_dir", "refuse_earlier_run", "resolve_checkpoint",
-    "save_training_state",
+    "save_training_state", "timed_batches",
 ]

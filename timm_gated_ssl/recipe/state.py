@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import GatingError
+
+T = TypeVar("T")
 
 
 @dataclass
 class TrainState:
     """Where training stands: optimizer steps done, epoch, batches consumed in that epoch, and the
     images and seconds of training summed over every segment of the run (resumes included), so
-    the images/s of ``metrics.json`` describe the whole run, not the last segment."""
+    the images/s of ``metrics.json`` describe the whole run, not the last segment.
+    ``data_seconds`` is the part of ``train_seconds`` spent waiting for the next batch (reading,
+    decoding and, with ``num_workers: 0``, augmenting it): ``metrics.json``'s ``data_fraction``."""
 
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
     images_seen: int = 0
     train_seconds: float = 0.0
+    data_seconds: float = 0.0
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -33,3 +40,22 @@ class TrainState:
 
 class NonFiniteLossError(GatingError, FloatingPointError):
     """The loss became NaN or Inf; training stopped (the message says which state is kept)."""
+
+
+def timed_batches(batches: Iterable[T], state: TrainState) -> Iterator[T]:
+    """Yield ``batches``, adding the seconds each ``next()`` takes to ``state.data_seconds``.
+
+    The time is measured in the same steps as the training time, so the fraction of a run spent
+    on data loading and augmentation does not drift with the machine's speed, as a comparison of
+    two separate runs would (``benchmarks/train_step.py``).
+    """
+    iterator = iter(batches)
+    while True:
+        start = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            state.data_seconds += time.perf_counter() - start  # noticing the end waits on the loader too
+            return
+        state.data_seconds += time.perf_counter() - start
+        yield batch
