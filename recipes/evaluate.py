@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from accelerate import Accelerator
 
-from timm_gated_ssl.cli import HANDLED_ERRORS, one_line, slow_bf16_warning
+from timm_gated_ssl.cli import HANDLED_ERRORS, one_line, warn_slow_bf16
 from timm_gated_ssl.eval import evaluate_checkpoint
 from timm_gated_ssl.eval.outputs import channel_usage_markdown
 
@@ -61,9 +61,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
-    warning = slow_bf16_warning(accelerator.mixed_precision, accelerator.device.type)
-    if warning and accelerator.is_main_process:
-        print(warning, file=sys.stderr)
+    warn_slow_bf16(accelerator)
     try:
         result = evaluate_checkpoint(
             args.checkpoint, dataset=args.dataset, train_split=args.train_split,

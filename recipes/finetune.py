@@ -36,7 +36,7 @@ import timm_gated_ssl
 from timm_gated_ssl import gate_config, has_gates
 from timm_gated_ssl.budget import BudgetLoss, gated_param_groups
 from timm_gated_ssl.calibration import budget_key
-from timm_gated_ssl.cli import add_training_run_arguments, slow_bf16_warning
+from timm_gated_ssl.cli import add_training_run_arguments, warn_slow_bf16
 from timm_gated_ssl.errors import GatingError, NoGatesError
 from timm_gated_ssl.eval.loading import load_run
 from timm_gated_ssl.files import check_output_dir
@@ -81,9 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         cpu=args.cpu, mixed_precision=args.mixed_precision, log_with=args.report_to,
         project_dir=args.output_dir, dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
-    warning = slow_bf16_warning(accelerator.mixed_precision, accelerator.device.type)
-    if warning and accelerator.is_main_process:
-        print(warning, file=sys.stderr)
+    warn_slow_bf16(accelerator)
     output_dir = Path(args.output_dir)
     resuming = args.resume_from_checkpoint is not None
     # ---- checks first: the folder is made only once the checkpoint and the data are known good

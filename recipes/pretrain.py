@@ -12,7 +12,6 @@ optimizer, ``prepare``, loop, export.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from tqdm.auto import tqdm
 import timm_gated_ssl
 from timm_gated_ssl import gate_mode, has_gates
 from timm_gated_ssl.budget import BudgetLoss
-from timm_gated_ssl.cli import add_training_run_arguments, run_main, slow_bf16_warning
+from timm_gated_ssl.cli import add_training_run_arguments, run_main, warn_slow_bf16
 from timm_gated_ssl.compute import count_macs
 from timm_gated_ssl.errors import ConfigError
 from timm_gated_ssl.eval import extract_features, knn_accuracy
@@ -106,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         project_dir=args.output_dir, gradient_accumulation_steps=config.grad_accum_steps,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True), kwargs_handlers=[ddp],
     )
-    warning = slow_bf16_warning(accelerator.mixed_precision, accelerator.device.type)
-    if warning and accelerator.is_main_process:
-        print(warning, file=sys.stderr)
+    warn_slow_bf16(accelerator)
     output_dir = Path(args.output_dir)
     # ---- checks: nothing is built or written before the config, model and state are known good
     if args.overwrite and args.resume_from_checkpoint:

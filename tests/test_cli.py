@@ -94,3 +94,13 @@ def test_traceback_on_request_covers_out_of_memory(monkeypatch) -> None:
     monkeypatch.setenv("TIMM_GATED_SSL_TRACEBACK", "1")
     with pytest.raises(MemoryError):
         run_main(_raise(MemoryError()))
+
+
+def test_warn_slow_bf16_prints_once_on_the_main_process(monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(cli, "cpu_has_fast_bf16", lambda: False)
+    for is_main in (True, False):
+        cli.warn_slow_bf16(SimpleNamespace(mixed_precision="bf16", device=torch.device("cpu"), is_main_process=is_main))
+    err = capsys.readouterr().err
+    assert err.count("warning: bf16 autocast") == 1 and err.endswith("--mixed_precision no\n")

@@ -20,13 +20,13 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .errors import GatingError
 
 __all__ = [
     "HANDLED_ERRORS", "add_training_run_arguments", "cpu_has_fast_bf16", "error_line", "one_line",
-    "out_of_memory_line", "run_main", "slow_bf16_warning",
+    "out_of_memory_line", "run_main", "slow_bf16_warning", "warn_slow_bf16",
 ]
 
 HANDLED_ERRORS: tuple[type[BaseException], ...] = (GatingError, ValueError, OSError)
@@ -81,6 +81,13 @@ def slow_bf16_warning(mixed_precision: str | None, device_type: str) -> str | No
         return None
     return ("warning: bf16 autocast on this CPU has no bf16 kernels (oneDNN needs AVX-512) and runs many "
             "times slower than fp32; pass --mixed_precision no")
+
+
+def warn_slow_bf16(accelerator: Any) -> None:
+    """Print :func:`slow_bf16_warning` for an ``accelerate.Accelerator``, once (main process)."""
+    warning = slow_bf16_warning(accelerator.mixed_precision, accelerator.device.type)
+    if warning and accelerator.is_main_process:
+        print(warning, file=sys.stderr)
 
 
 def error_line(error: BaseException) -> str:

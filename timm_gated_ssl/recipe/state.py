@@ -43,11 +43,14 @@ class NonFiniteLossError(GatingError, FloatingPointError):
 
 
 def timed_batches(batches: Iterable[T], state: TrainState) -> Iterator[T]:
-    """Yield ``batches``, adding the seconds each ``next()`` takes to ``state.data_seconds``.
+    """Yield ``batches``, adding the seconds each ``next()`` that returns a batch takes to
+    ``state.data_seconds``.
 
     The time is measured in the same steps as the training time, so the fraction of a run spent
     on data loading and augmentation does not drift with the machine's speed, as a comparison of
-    two separate runs would (``benchmarks/train_step.py``).
+    two separate runs would (``benchmarks/train_step.py``). The wait that ends an epoch is not
+    counted, as the recipe's ``train_seconds`` does not count it either: data time stays a part of
+    training time.
     """
     iterator = iter(batches)
     while True:
@@ -55,7 +58,6 @@ def timed_batches(batches: Iterable[T], state: TrainState) -> Iterator[T]:
         try:
             batch = next(iterator)
         except StopIteration:
-            state.data_seconds += time.perf_counter() - start  # noticing the end waits on the loader too
             return
         state.data_seconds += time.perf_counter() - start
         yield batch
