@@ -117,7 +117,7 @@ def _recipe_metrics(batch: int, size: int, steps: int, augmentation: str, precis
         return json.loads((Path(out) / "metrics.json").read_text())
 
 
-def recipe_images_per_s(batch: int, size: int, steps: int, augmentation: str, *, precision: str = "bf16",
+def recipe_steady_state(batch: int, size: int, steps: int, augmentation: str, *, precision: str = "bf16",
                         warm: int = 2) -> tuple[float, float]:
     """Steady-state images/s of the recipe, a ``warm + steps`` run minus a ``warm``-step run, and
     the steady-state fraction of its training time spent waiting for batches (the same difference
@@ -145,7 +145,7 @@ def recipe_over_bare(batch: int, size: int, steps: int, rounds: int, precision: 
     data: dict[str, list[float]] = {name: [] for name in AUGMENTATIONS}
     for _ in range(rounds):
         for name in AUGMENTATIONS:
-            recipe, fraction = recipe_images_per_s(batch, size, steps, name, precision=precision)
+            recipe, fraction = recipe_steady_state(batch, size, steps, name, precision=precision)
             bare.append(bare_images_per_s(batch, size, steps, precision))
             runs[name].append(recipe)
             data[name].append(fraction)
