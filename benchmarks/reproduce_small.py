@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import subprocess
 import sys
@@ -270,6 +271,56 @@ def seed_spread(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return spread
 
 
+LENGTH_SERIES: dict[str, dict[str, str]] = {
+    "defaults": {"pilot": "study_noise_cosine", "main": "dual_td0.3", "long": "dual_td0.3"},
+    "paper": {"pilot": "paper_td0.3", "main": "paper_td0.3", "long": "paper_td0.3"},
+}
+"""The t_d 0.3 run of each setting per protocol (the pilot's ``study_noise_cosine`` has the defaults'
+settings; ``dual_*`` runs at the pilot predate them)."""
+
+
+def _log_fit(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """Least-squares ``value = a + b * log2(steps)``: ``(a, b)``; ``b`` is the change per doubling."""
+    xs, ys = [math.log2(steps) for steps, _ in points], [value for _, value in points]
+    mx, my = _mean(xs), _mean(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - b * mx, b
+
+
+def over_length(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The gated-dense and dense-vanilla gaps at t_d 0.3 against training steps (seed 0 of each
+    protocol), and per setting a fit over ``log2(steps)``: the change per doubling of the steps and
+    the steps at which the fit reaches the aim (None where it moves away from it). A fit through
+    two or three single-seed points says which way the curve goes, not where it will be.
+    """
+    vanilla = {r["protocol"]: r for r in rows if r["variant"] == "vanilla" and r["seed"] == 0}
+    points: list[dict[str, Any]] = []
+    for setting, runs in LENGTH_SERIES.items():
+        for protocol, variant in runs.items():
+            run = next((r for r in rows if (r["protocol"], r["variant"], r["seed"]) == (protocol, variant, 0)), None)
+            if run is None or "gated" not in run:
+                continue
+            point = {"setting": setting, "protocol": protocol, "run": run["run"], "steps": run["steps"],
+                     "dense": run["dense"]["linear_top1"], "gated": run["gated"]["linear_top1"], "gap": run["gap"],
+                     "gap_calibrated": run.get("gap_calibrated"), "mac_fraction": run["gated"]["mac_fraction"]}
+            if protocol in vanilla:
+                point["vanilla"] = vanilla[protocol]["vanilla"]["linear_top1"]
+                point["dense_minus_vanilla"] = round(point["dense"] - point["vanilla"], 2)
+            points.append(point)
+    trends = []
+    for setting in LENGTH_SERIES:
+        for measure, aim in (("gap", AIMS_GAP[0.3]), ("dense_minus_vanilla", -AIM_DENSE_VS_VANILLA)):
+            series = [(p["steps"], p[measure]) for p in points if p["setting"] == setting and measure in p]
+            if len(series) < 2:
+                continue
+            a, b = _log_fit(series)
+            toward = b < 0 if measure == "gap" else b > 0
+            reach = round(2 ** ((aim - a) / b)) if b and toward else None
+            trends.append({"setting": setting, "measure": measure, "steps": [s for s, _ in series],
+                           "per_doubling": round(b, 3), "aim": aim, "steps_to_aim": reach})
+    return {"points": points, "trends": trends}
+
+
 def _fmt(value: float | None, fmt: str = "{:.2f}") -> str:
     return "" if value is None else fmt.format(value)
 
@@ -279,14 +330,15 @@ def _cell(row: dict[str, Any], mode: str, key: str, fmt: str = "{:.2f}") -> str:
 
 
 def tables(rows: list[dict[str, Any]], found: list[dict[str, Any]], others: dict[str, list[dict[str, Any]]],
-           spread: list[dict[str, Any]]) -> str:
+           spread: list[dict[str, Any]], length: dict[str, list[dict[str, Any]]] | None = None) -> str:
     """The Markdown tables of docs/results.md, from the runs and what :func:`report` computed of them."""
     lines = []
     for protocol in PROTOCOLS:
         chosen = [r for r in rows if r["protocol"] == protocol]
         if not chosen:
             continue
-        lines += [f"**Protocol `{protocol}`** ({chosen[0]['steps']} steps of 256)", "",
+        batch = chosen[0].get("config", {}).get("batch_size", 256)
+        lines += [f"**Protocol `{protocol}`** ({chosen[0]['steps']} steps of {batch})", "",
                   ("| run | seed | t_d | dense / vanilla linear | gated linear | gap | gated k-NN | "
                    "MAC fraction | train-mode MAC fraction | calibrated MAC fraction | calibrated linear | "
                    "gap, calibrated |"),
@@ -310,6 +362,21 @@ def tables(rows: list[dict[str, Any]], found: list[dict[str, Any]], others: dict
                                "gated_linear", "gap")]
             mac = f"{e['mac_fraction']['mean']:.3f} ({e['mac_fraction']['range']:.3f})" if "mac_fraction" in e else ""
             lines.append(f"| {e['variant']} | {', '.join(map(str, e['seeds']))} | {' | '.join(cells)} | {mac} |")
+        lines.append("")
+    if length and length["points"]:
+        lines += ["**Over training length** (t_d 0.3, seed 0; vanilla of the same protocol)", "",
+                  ("| setting | run | steps | dense | gated | gap | gap, calibrated | MAC fraction | vanilla | "
+                   "dense - vanilla |"), "|---|---|---|---|---|---|---|---|---|---|"]
+        for p in length["points"]:
+            lines.append(f"| {p['setting']} | {p['protocol']} {p['run']} | {p['steps']} | {p['dense']:.2f} | "
+                         f"{p['gated']:.2f} | {p['gap']} | {_fmt(p['gap_calibrated'])} | {p['mac_fraction']:.3f} | "
+                         f"{_fmt(p.get('vanilla'))} | {p.get('dense_minus_vanilla', '')} |")
+        lines += ["", "| setting | measure | fit over steps | change per doubling | aim | fit reaches the aim at |",
+                  "|---|---|---|---|---|---|"]
+        for t in length["trends"]:
+            reach = "never (moves away)" if t["steps_to_aim"] is None else f"{t['steps_to_aim']} steps"
+            lines.append(f"| {t['setting']} | {t['measure'].replace('_', ' ')} | "
+                         f"{', '.join(map(str, t['steps']))} | {t['per_doubling']:+.2f} | {t['aim']} | {reach} |")
         lines.append("")
     if found:
         lines += ["| aim | value | target | met |", "|---|---|---|---|"]
@@ -353,10 +420,10 @@ def report(out: Path, *, publish: bool) -> None:
     rows = merge_rows(local, published)
     kept = len(rows) - len(local)
     print(f"{len(local)} runs evaluated under {out}; {kept} kept from {published_path.relative_to(ROOT)}")
-    found, others, spread = aims(rows), variant_aims(rows), seed_spread(rows)
-    text = tables(rows, found, others, spread)
+    found, others, spread, length = aims(rows), variant_aims(rows), seed_spread(rows), over_length(rows)
+    text = tables(rows, found, others, spread, length)
     print(text)
-    summary = {"aims": found, "variant_aims": others, "seed_spread": spread, "runs": rows, "protocols": PROTOCOLS,
+    summary = {"aims": found, "variant_aims": others, "seed_spread": spread, "over_length": length, "runs": rows, "protocols": PROTOCOLS,
                "common_args": COMMON, "paper_args": PAPER}
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     if publish:

@@ -74,3 +74,41 @@ def test_merge_keeps_published_runs_and_lets_new_evaluations_replace_them(reprod
     assert [(r["protocol"], r["run"]) for r in merged] == [
         ("pilot", "paper_td0.3"), ("main", "dual_td0.3"), ("main", "vanilla"), ("main", "width_td0.1")]
     assert merged[1]["dense"]["linear_top1"] == 85.5  # the new evaluation, not the published one
+
+
+def length_row(run: str, protocol: str, steps: int, dense: float, gated: float) -> dict[str, Any]:
+    return {**gated_row(run, 0.3, dense, gated, 0.3, 0.3), "protocol": protocol, "seed": 0, "steps": steps,
+            "gap": round(dense - gated, 2)}
+
+
+def test_over_length_fits_the_gap_per_doubling_of_the_steps(reproduce: ModuleType) -> None:
+    rows = [length_row("study_noise_cosine", "pilot", 120, 80.0, 77.0),
+            length_row("dual_td0.3", "long", 480, 84.0, 83.0),
+            {**row("vanilla", None, vanilla={"linear_top1": 85.0}), "protocol": "long", "seed": 0},
+            {**length_row("dual_td0.3_s1", "long", 480, 80.0, 70.0), "seed": 1}]  # not seed 0: left out
+    found = reproduce.over_length(rows)
+    assert [(p["protocol"], p["gap"]) for p in found["points"]] == [("pilot", 3.0), ("long", 1.0)]
+    assert found["points"][1]["dense_minus_vanilla"] == -1.0
+    (trend,) = found["trends"]  # one vanilla point: no dense-vanilla fit
+    # 3.0 -> 1.0 over two doublings (120 -> 480): -1 per doubling, 1.5 after 1.5 doublings = 120 * 2**1.5
+    assert trend["per_doubling"] == pytest.approx(-1.0)
+    assert trend["steps_to_aim"] == round(120 * 2 ** 1.5)
+
+
+def test_over_length_says_never_when_the_gap_grows(reproduce: ModuleType) -> None:
+    rows = [length_row("paper_td0.3", "pilot", 120, 80.0, 78.0), length_row("paper_td0.3", "main", 240, 82.0, 79.0)]
+    (trend,) = reproduce.over_length(rows)["trends"]
+    assert trend["setting"] == "paper" and trend["per_doubling"] == pytest.approx(1.0)
+    assert trend["steps_to_aim"] is None
+    assert "never (moves away)" in reproduce.tables(rows, [], {}, [], reproduce.over_length(rows))
+
+
+def test_tables_head_each_protocol_with_its_steps_and_batch_size(reproduce: ModuleType) -> None:
+    rows = [{**gated_row("dual_td0.3", 0.3, 85.0, 84.0, 0.3, 0.3), "seed": 0, "steps": 118,
+             "config": {"batch_size": 512}}]
+    assert "**Protocol `main`** (118 steps of 512)" in reproduce.tables(rows, [], {}, [])
+    spec = importlib.util.spec_from_file_location("reproduce_gpu", ROOT / "benchmarks" / "reproduce_gpu.py")
+    assert spec is not None and spec.loader is not None
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    assert gpu.gpu_table(rows).startswith("**Full Fashion-MNIST, one GPU** (118 steps of 512)")
