@@ -12,8 +12,8 @@ Runs (``--runs``; a ``_s<N>`` suffix trains with seed N, e.g. ``dual_td0.3_s1``)
 * ``vanilla``: VICReg, gating off; ``dual_td{0.1,0.3,0.5}``: VICReg-dual with the library's
   defaults; ``paper_td0.3``: the paper's exact loss settings (``PAPER``);
 * ``study_*``: the paper's settings plus one change each (``STUDY``), at t_d 0.3;
-* ``{anchored,symmetric,warmup,width}_td{0.1,0.3,0.5}``: the library defaults with one change
-  each (``VARIANTS``); ``width`` uses width gates (8 levels, docs/width_gates.md) instead of
+* ``{anchored,symmetric,warmup}_td{0.1,0.3,0.5}``, ``width_td{0.3,0.5}``: the library defaults with
+  one change each (``VARIANTS``); ``width`` uses width gates (8 levels, docs/width_gates.md) instead of
   channel gates, compared with ``dual_td*`` (or, at the pilot, ``study_noise_cosine``, whose
   settings are the defaults) of the same protocol.
 
@@ -91,8 +91,10 @@ RUNS: dict[str, list[str]] = {
     "paper_td0.3": [*DUAL, "--budget", "0.3", *_flags(PAPER)],
     **{name: [*DUAL, "--budget", "0.3", *_flags({**PAPER, **extra})] for name, extra in STUDY.items()},
     **{f"{variant}_td{t}": [*DUAL, "--budget", str(t), *_flags(extra)]
-       for variant, extra in VARIANTS.items() for t in (0.1, 0.3, 0.5)},
+       for variant, extra in VARIANTS.items() for t in (0.1, 0.3, 0.5) if (variant, t) != ("width", 0.1)},
 }
+"""``width_td0.1`` is left out: with 8 levels the narrowest width gates still run 0.138 of the dense
+MACs at 28 px (``timm_gated_ssl.mac_floor``), so the recipe refuses t_d 0.1 for them."""
 SWEEP = (0.1, 0.3, 0.5, 0.7)
 """Budgets calibrated from one checkpoint with ``--sweep`` (the report reads only the run's own t_d)."""
 AIMS_GAP = {0.1: 2.5, 0.3: 1.5, 0.5: 1.5}

@@ -35,6 +35,7 @@ from timm_gated_ssl.recipe import (
     NonFiniteLossError,
     PretrainConfig,
     TrainState,
+    check_budget_reachable,
     check_environment,
     check_resume,
     export_model,
@@ -124,14 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     train_info = load_train_split(config)
     loader = build_train_loader(config, train_info, world_size=accelerator.num_processes)
     monitor = build_monitor_data(config, train_info) if (config.knn_every or config.eval_split) else None
+    backbone = timm.create_model(config.model, **config.model_args())
+    if config.gating:
+        check_budget_reachable(backbone, config.budget, image_size=train_info.image_size)
     if accelerator.is_main_process:
         prepare_output_dir(output_dir, overwrite=args.overwrite, resuming=state_path is not None)
         config.save(output_dir / "config.yaml")
     accelerator.wait_for_everyone()
     record = config.to_dict()  # saved with every training state, checked on resume
 
-    # ---- model: backbone (gated or plain), SSL heads and loss, budget losses
-    backbone = timm.create_model(config.model, **config.model_args())
+    # ---- model: backbone (gated or plain, built above), SSL heads and loss, budget losses
     if args.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
     loss_kwargs = {"temperature": config.simclr_temperature} if config.method == "simclr" else {}

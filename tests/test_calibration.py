@@ -132,3 +132,23 @@ def test_hook_gated_model_keeps_table_as_attribute() -> None:
     assert "calibrated_budgets" not in getattr(model, "_model_args", {})  # resnet10t takes no such kwarg
     set_budget(model, 0.35)
     assert abs(fraction(model, data) - 0.35) <= 0.01
+
+
+@pytest.mark.parametrize(("gate_type", "levels"), [("channel", 8), ("width", 2), ("width", 4), ("width", 8)])
+def test_mac_floor_is_the_never_gated_cost_plus_the_narrowest_level(gate_type: str, levels: int) -> None:
+    from timm_gated_ssl import mac_floor
+    from timm_gated_ssl.compute.core import cost_table
+
+    model = tiny(gate_type=gate_type, gate_levels=levels, channels=[8, 16, 32, 64])
+    table = cost_table(model, (3, 16, 16))
+    blocks = sum(b.dense for b in table.blocks)
+    never_gated = table.dense + table.gate_macs - blocks  # stem, downsample convs, gates
+    # channel gates all off: the blocks cost nothing; width gates: every block at 1/levels of its
+    # MACs (both convs of a basic block lose the same fraction of one side; widths divide by levels)
+    expected = (never_gated + (0 if gate_type == "channel" else blocks / levels)) / table.dense
+    for _, gate in iter_gates(model):
+        gate.logit_offset.fill_(0.5)  # a calibrated operating point, to be left as it was
+    assert mac_floor(model, (3, 16, 16)) == pytest.approx(expected, rel=1e-9)
+    assert all(float(g.logit_offset) == 0.5 for _, g in iter_gates(model))
+    with pytest.raises(CalibrationError, match=f"uses {expected:.4f} of the dense MACs"):
+        calibrate_budget(model, batches(n=1), expected - 0.03)  # the same floor, found on data

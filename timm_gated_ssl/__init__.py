@@ -27,7 +27,7 @@ from .attach import (
     set_gate_noise,
 )
 from .budget import BoundLoss, BudgetLoss, ComputeLoss, gated_param_groups
-from .calibration import calibrate_budget, calibrated_budgets, set_budget
+from .calibration import calibrate_budget, calibrated_budgets, mac_floor, set_budget
 from .compact import compact, export_static, load_static
 from .compute import MacCount, count_macs, gated_macs
 from .errors import (
@@ -77,6 +77,7 @@ __all__ = [
     "iter_gates",
     "load_from_hub",
     "load_static",
+    "mac_floor",
     "push_to_hub",
     "set_budget",
     "set_gate_mode",

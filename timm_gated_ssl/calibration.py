@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,7 @@ from .compute.core import _eval_and_restore, _unwrap, cost_table
 from .errors import CalibrationError, UncalibratedBudgetError, check_budget
 
 __all__ = [
-    "CalibrationResult", "budget_key", "calibrate_budget", "calibrated_budgets", "set_budget",
+    "CalibrationResult", "budget_key", "calibrate_budget", "calibrated_budgets", "mac_floor", "set_budget",
 ]
 
 TABLE_ATTR = "calibrated_budgets"
@@ -82,6 +82,40 @@ def calibrated_budgets(model: nn.Module) -> dict[float, float]:
     """The model's calibration table as ``{budget: offset}``, sorted by budget."""
     table = getattr(_unwrap(model), TABLE_ATTR, None) or {}
     return {float(k): float(v) for k, v in sorted(table.items(), key=lambda kv: float(kv[0]))}
+
+
+def mac_floor(model: nn.Module, input_size: Sequence[int], *, include_linear: bool = False) -> float:
+    """The smallest fraction of the dense MACs ``model`` can run at: every gate off (width gates at
+    their smallest level).
+
+    What is never gated (stem, downsample convolutions, the gates themselves) and, for width gates,
+    the narrowest level set it; no training or calibration gets a budget below it. Runs one
+    deterministic forward of a zero image (the floor does not depend on the content once every gate
+    is off); the gates' offsets are restored.
+
+    Args:
+        model: A gated model.
+        input_size: Per-image input shape ``(C, H, W)``.
+        include_linear: Count linear layers too.
+
+    Example:
+        >>> mac_floor(timm.create_model("gated_resnet18_cifar", gate_type="width", gate_levels=8), (3, 28, 28))
+        0.138...
+    """
+    from .compute.core import count_macs
+
+    model = _unwrap(model)
+    gates = require_gates(model)
+    saved = [gate.logit_offset.clone() for _, gate in gates]
+    reference = next(model.parameters())
+    try:
+        _set_offset(model, math.inf)
+        count = count_macs(model, torch.zeros((1, *input_size), device=reference.device, dtype=reference.dtype),
+                           include_linear=include_linear)
+    finally:
+        for (_, gate), offset in zip(gates, saved):
+            gate.logit_offset.copy_(offset)
+    return count.mean_ratio
 
 
 def _set_offset(model: nn.Module, offset: float) -> None:

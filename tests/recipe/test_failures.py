@@ -62,6 +62,31 @@ def _image_folder(root: Path, *, splits: tuple[str, ...] = ("train",), per_class
 
 
 # ------------------------------------------------------------------ 2: bad model, before any output
+def test_unreachable_budget_is_refused_before_the_output_dir_exists(pretrain: Any, tmp_path: Path) -> None:
+    """Width gates with 2 levels cannot go below half of every block: t_d 0.3 is refused, naming
+    the floor (the test of mac_floor checks its value) and the smallest budget that trains."""
+    from timm_gated_ssl import mac_floor
+    from timm_gated_ssl.recipe.validate import check_budget_reachable
+
+    kwargs = "{channels: [8, 16, 32, 64], gate_type: width, gate_levels: 2}"
+    out = tmp_path / "never"
+    with pytest.raises(ConfigError, match=r"budget 0.3 is unreachable at 16 px: with width gates at their "
+                                          r"narrowest level \(2 levels: 1/2 of the channels\), the model still "
+                                          r"uses 0\.5\d+ of the dense MACs .*--budget 0\.[56]\d? or more, or raise "
+                                          r"gate_levels above 2"):
+        run(pretrain, out, "--max_steps", "1", *NO_EVAL, "--model_kwargs", kwargs, "--budget", "0.3")
+    assert not out.exists()
+    import timm
+
+    backbone = timm.create_model("gated_resnet18_cifar", budget=0.3, channels=[8, 16, 32, 64], gate_type="width",
+                                 gate_levels=2)
+    floor = mac_floor(backbone, (3, 16, 16))
+    check_budget_reachable(backbone, floor, image_size=16)  # the floor itself trains
+    with pytest.raises(ConfigError, match=r"every channel gate off"):
+        channel = timm.create_model("gated_resnet18_cifar", budget=0.3, channels=[8, 16, 32, 64])
+        check_budget_reachable(channel, 0.01, image_size=16)
+
+
 @pytest.mark.parametrize(
     ("args", "match"),
     [

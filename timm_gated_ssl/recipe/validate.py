@@ -12,6 +12,10 @@ names the field, the bad value and what is valid:
   before the output folder is touched): the model is registered in timm, accepts the keyword
   arguments and has gates exactly when ``gating`` is on (built on the ``meta`` device, so it costs
   no memory), and ``data_dir`` is an existing folder.
+* :func:`check_budget_reachable` checks, once the data fixes the image size and the backbone is
+  built, that the budget is above the smallest MAC fraction the model can run at (width gates
+  with few levels cannot go below their narrowest level), so no run trains towards a budget it
+  can never reach.
 """
 
 from __future__ import annotations
@@ -28,9 +32,13 @@ import yaml
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
+    import torch
+
     from .config import PretrainConfig
 
-__all__ = ["AUGMENTATIONS", "check_environment", "check_fields", "check_model", "read_yaml"]
+__all__ = [
+    "AUGMENTATIONS", "check_budget_reachable", "check_environment", "check_fields", "check_model", "read_yaml",
+]
 
 AUGMENTATIONS = ("batched", "per_image")
 """Values of ``PretrainConfig.augmentation`` (see :mod:`timm_gated_ssl.data.batched_views`)."""
@@ -278,3 +286,33 @@ def check_environment(config: PretrainConfig) -> None:
     if config.dataset.startswith((".", "/", "~")) and not Path(config.dataset).expanduser().is_dir():
         raise ConfigError(f"dataset {config.dataset!r} looks like a path but is not an existing folder")
     check_model(config)
+
+
+def check_budget_reachable(backbone: torch.nn.Module, budget: float, *, image_size: int) -> None:
+    """The gated ``backbone`` can run at ``budget`` of its dense MACs at ``image_size``.
+
+    The floor is :func:`~timm_gated_ssl.calibration.mac_floor` (every gate off; width gates at
+    their narrowest level). Training towards a budget below it drives every gate to the floor and
+    leaves a checkpoint that no calibration can bring to ``budget``.
+
+    Raises:
+        ConfigError: ``budget`` below the floor, naming the floor and the smallest valid budget.
+    """
+    from ..attach import gate_config
+    from ..calibration import mac_floor
+    from ..compute.inputs import expected_input
+
+    channels = expected_input(backbone)[0] or 3
+    floor = mac_floor(backbone, (channels, image_size, image_size))
+    if budget >= floor:
+        return
+    gates = gate_config(backbone)
+    width = gates.gate_type == "width"
+    how = (f"width gates at their narrowest level ({gates.levels} levels: 1/{gates.levels} of the channels)"
+           if width else "every channel gate off")
+    fix = f", or raise gate_levels above {gates.levels} for a narrower level" if width else ""
+    raise ConfigError(
+        f"budget {budget:g} is unreachable at {image_size} px: with {how}, the model still uses "
+        f"{floor:.4f} of the dense MACs (stem, downsample and gates are never gated); pass --budget "
+        f"{math.ceil(floor * 100) / 100:g} or more{fix}"
+    )
