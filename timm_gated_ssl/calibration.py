@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from .attach import gate_mode, require_gates
-from .compute.core import _eval_and_restore, _unwrap, cost_table
+from .compute.core import _eval_and_restore, _unwrap, cost_table, count_macs
 from .errors import CalibrationError, UncalibratedBudgetError, check_budget
 
 __all__ = [
@@ -102,8 +102,6 @@ def mac_floor(model: nn.Module, input_size: Sequence[int], *, include_linear: bo
         >>> mac_floor(timm.create_model("gated_resnet18_cifar", gate_type="width", gate_levels=8), (3, 28, 28))
         0.138...
     """
-    from .compute.core import count_macs
-
     model = _unwrap(model)
     gates = require_gates(model)
     saved = [gate.logit_offset.clone() for _, gate in gates]
