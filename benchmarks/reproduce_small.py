@@ -447,25 +447,27 @@ def report(out: Path, *, publish: bool) -> None:
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Linear top-1 against the MAC fraction: the reproduction (``main``-protocol ``dual_*`` runs with
-    the defaults, their dense points, vanilla); the paper-setting and study runs are in the tables."""
+    the defaults, their dense points, vanilla), one point per variant and mode, the mean over its
+    pretraining seeds (the seeds are in the tables); the paper-setting and study runs are in the tables."""
     from timm_gated_ssl.eval.plots import TradeoffPoint, plot_tradeoff
 
     main = [r for r in rows if r["protocol"] == "main" and r["variant"].startswith(("dual_", "vanilla"))]
     points = []
-    for r in main:
-        label = f"{r['variant']} s{r['seed']}"
-        if "vanilla" in r:
-            points.append(TradeoffPoint(label, macs=1.0, mac_fraction=1.0, accuracy=r["vanilla"]["linear_top1"],
-                                        kind="vanilla"))
+    for variant in sorted({r["variant"] for r in main}):
+        runs = [r for r in main if r["variant"] == variant]
+        label = f"{variant} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+        if "vanilla" in runs[0]:
+            points.append(TradeoffPoint(label, macs=1.0, mac_fraction=1.0, kind="vanilla",
+                                        accuracy=_mean([r["vanilla"]["linear_top1"] for r in runs])))
             continue
-        points.append(TradeoffPoint(f"{label} dense", macs=1.0, mac_fraction=1.0,
-                                    accuracy=r["dense"]["linear_top1"], kind="dense"))
-        for key, suffix in (("gated", ""), ("gated_calibrated", " calibrated")):
-            if key in r and (key == "gated" or r[key]["mac_fraction"] != r["gated"]["mac_fraction"]):
-                points.append(TradeoffPoint(f"{label}{suffix}", macs=r[key]["mac_fraction"],
-                                            mac_fraction=r[key]["mac_fraction"],
-                                            accuracy=r[key]["linear_top1"], budget=r["budget"],
-                                            calibrated=key == "gated_calibrated"))
+        points.append(TradeoffPoint(f"{label} dense", macs=1.0, mac_fraction=1.0, kind="dense",
+                                    accuracy=_mean([r["dense"]["linear_top1"] for r in runs])))
+        for key in ("gated", "gated_calibrated"):
+            if all(key in r for r in runs):
+                fraction = _mean([r[key]["mac_fraction"] for r in runs])
+                points.append(TradeoffPoint(f"{label} {key}", macs=fraction, mac_fraction=fraction,
+                                            accuracy=_mean([r[key]["linear_top1"] for r in runs]),
+                                            budget=runs[0]["budget"], calibrated=key == "gated_calibrated"))
     plot_tradeoff(points, path=path)
 
 
