@@ -82,8 +82,8 @@ def test_unreachable_budget_is_refused_before_the_output_dir_exists(pretrain: An
                                  gate_levels=2)
     floor = mac_floor(backbone, (3, 16, 16))
     check_budget_reachable(backbone, floor, image_size=16)  # the floor itself trains
+    channel = timm.create_model("gated_resnet18_cifar", budget=0.3, channels=[8, 16, 32, 64])
     with pytest.raises(ConfigError, match=r"every channel gate off"):
-        channel = timm.create_model("gated_resnet18_cifar", budget=0.3, channels=[8, 16, 32, 64])
         check_budget_reachable(channel, 0.01, image_size=16)
 
 
