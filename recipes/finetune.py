@@ -19,7 +19,6 @@ Reads top to bottom: config, checkpoint, data, heads, optimizer, ``prepare``, lo
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -36,10 +35,10 @@ import timm_gated_ssl
 from timm_gated_ssl import gate_config, has_gates
 from timm_gated_ssl.budget import BudgetLoss, gated_param_groups
 from timm_gated_ssl.calibration import budget_key
-from timm_gated_ssl.cli import add_training_run_arguments, warn_slow_bf16
-from timm_gated_ssl.errors import GatingError, NoGatesError
+from timm_gated_ssl.cli import add_training_run_arguments, exit_status, run_main, warn_slow_bf16
+from timm_gated_ssl.errors import ConfigError, NoGatesError
 from timm_gated_ssl.eval.loading import load_run
-from timm_gated_ssl.files import check_output_dir
+from timm_gated_ssl.files import check_output_dir, refuse_overlap
 from timm_gated_ssl.finetune import (
     DualClassifier,
     FinetuneConfig,
@@ -57,13 +56,14 @@ from timm_gated_ssl.finetune import (
 from timm_gated_ssl.finetune.budgets import calibrate_keeping_operating_point, recalibrate
 from timm_gated_ssl.finetune.heads import running
 from timm_gated_ssl.recipe import (
-    NonFiniteLossError,
+    check_budget_reachable,
+    check_resume,
     prepare_output_dir,
     refuse_earlier_run,
     resolve_checkpoint,
     save_training_state,
 )
-from timm_gated_ssl.recipe.outputs import write_json
+from timm_gated_ssl.recipe.outputs import non_finite_loss_error, write_json
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, FinetuneConfig]:
@@ -84,8 +84,14 @@ def main(argv: list[str] | None = None) -> None:
     warn_slow_bf16(accelerator)
     output_dir = Path(args.output_dir)
     resuming = args.resume_from_checkpoint is not None
-    # ---- checks first: the folder is made only once the checkpoint and the data are known good
+    # ---- checks first: nothing is written before the config, the checkpoint, the data and the
+    # training state to resume are known good
+    if args.overwrite and resuming:
+        raise ConfigError("--overwrite replaces the run that --resume_from_checkpoint continues: pass one")
     check_output_dir(output_dir, name="--output_dir")
+    if not str(config.checkpoint).startswith("hf-hub:"):
+        refuse_overlap(output_dir, str(config.checkpoint), output_name="--output_dir", source_name="--checkpoint")
+    state_path = resolve_checkpoint(output_dir, args.resume_from_checkpoint) if resuming else None
     refuse_earlier_run(output_dir, overwrite=args.overwrite, resuming=resuming)
     set_seed(config.seeds[0], device_specific=True)
 
@@ -107,11 +113,23 @@ def main(argv: list[str] | None = None) -> None:
                                need_calibration=config.mode == "full" or bool(config.budgets),
                                world_size=accelerator.num_processes)
     num_classes, image_size = data.protocol.num_classes, data.protocol.image_size
+    resolved = FinetuneConfig.from_dict({**config.to_dict(), "image_size": image_size})
+    record = resolved.to_dict()  # config.yaml, and the manifest of every saved state
+    if gated:
+        wanted = ([("--budget", target)] if config.mode == "full" else []) + [("--budgets", b) for b in config.budgets]
+        for flag, budget in wanted:
+            check_budget_reachable(backbone, budget, image_size=image_size, flag=flag)
+    if state_path is not None:
+        check_resume(state_path, resolved, world_size=accelerator.num_processes,
+                     run_config=output_dir / "config.yaml")
     if accelerator.is_main_process:
         prepare_output_dir(output_dir, overwrite=args.overwrite, resuming=resuming)
+        resolved.save(output_dir / "config.yaml")
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        FinetuneConfig.from_dict({**config.to_dict(), "image_size": image_size}).save(output_dir / "config.yaml")
+
+    def save_state(step: int) -> None:
+        save_training_state(accelerator, output_dir, step, config=record)
+
     backbone.to(accelerator.device)
 
     # ---- heads (+ backbone in full mode)
@@ -152,10 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     test_loader = accelerator.prepare_data_loader(data.test)  # sharded; results gathered
     state = FinetuneState()
     accelerator.register_for_checkpointing(scheduler, state)
-    if resuming:
-        path = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
-        accelerator.load_state(str(path))
-        accelerator.print(f"resumed from {path} at run {state.run}, step {state.step} (epoch {state.epoch})")
+    if state_path is not None:
+        accelerator.load_state(str(state_path))
+        accelerator.print(f"resumed from {state_path} at run {state.run}, step {state.step} (epoch {state.epoch})")
     if args.report_to:
         scalars = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in config.to_dict().items()}
         accelerator.init_trackers("timm_gated_ssl_finetune", config=scalars)
@@ -187,11 +204,9 @@ def main(argv: list[str] | None = None) -> None:
                         out = model(images, labels, epoch=epoch_float, progress=state.step / max(total_updates, 1))
                     bad = (~torch.isfinite(out.loss.detach())).float().reshape(1)
                     if accelerator.reduce(bad, "sum").item() > 0:
-                        raise NonFiniteLossError(
-                            f"the loss became {out.loss.item()} at step {state.step + 1} (epoch {state.epoch}, "
-                            f"seed {seed}); training stopped and the last saved training state is kept. "
-                            "Lower lr or use fp32 / bf16 instead of fp16."
-                        )
+                        raise non_finite_loss_error(
+                            out.loss.item(), output_dir=output_dir,
+                            where=f"step {state.step + 1} (epoch {state.epoch}, seed {seed})")
                     accelerator.backward(out.loss)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -212,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
                 else:
                     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
                     if config.save_every and state.epoch % config.save_every == 0:
-                        save_training_state(accelerator, output_dir, state.run * total_updates + state.step)
+                        save_state(state.run * total_updates + state.step)
             progress.close()
             if config.mode == "full":
                 break
@@ -229,14 +244,14 @@ def main(argv: list[str] | None = None) -> None:
             unwrapped.reset()
             optimizer.optimizer.state.clear()
             scheduler.step_update(0)
-            save_training_state(accelerator, output_dir, state.run * total_updates)
+            save_state(state.run * total_updates)
     except KeyboardInterrupt:
         accelerator.print("interrupted: saving the training state")
-        save_training_state(accelerator, output_dir, state.run * total_updates + state.step)
+        save_state(state.run * total_updates + state.step)
         accelerator.end_training()
         sys.exit(130)
     wall_time = time.perf_counter() - start_time
-    save_training_state(accelerator, output_dir, state.run * total_updates + state.step)
+    save_state(state.run * total_updates + state.step)
 
     # ---- full: re-calibrate the budgets on held-out training images, then evaluate both heads
     metrics: dict[str, object] = {"mode": config.mode, "steps": state.step, "seeds": list(config.seeds),
@@ -288,17 +303,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def cli(argv: list[str] | None = None) -> int:
     """``main`` with bad input reported as one ``error: ...`` line on stderr (exit status 2)."""
-    try:
-        main(argv)
-    except (GatingError, ValueError, TypeError, KeyError, FileExistsError, FileNotFoundError,
-            NonFiniteLossError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(main, argv)
 
 
 if __name__ == "__main__":
-    code = cli()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # gloo may abort at interpreter exit after the work is done
+    run_main(main, hard_exit=True)  # os._exit: gloo may abort at interpreter exit after the work is done

@@ -32,14 +32,12 @@ from timm_gated_ssl.eval import extract_features, knn_accuracy
 from timm_gated_ssl.files import check_output_dir
 from timm_gated_ssl.recipe import (
     DualSSLModel,
-    NonFiniteLossError,
     PretrainConfig,
     TrainState,
     check_budget_reachable,
     check_environment,
     check_resume,
     export_model,
-    list_checkpoints,
     prepare_output_dir,
     refuse_earlier_run,
     resolve_checkpoint,
@@ -53,7 +51,7 @@ from timm_gated_ssl.recipe.data import (
     load_train_split,
 )
 from timm_gated_ssl.recipe.optim import build_optimizer
-from timm_gated_ssl.recipe.outputs import write_json
+from timm_gated_ssl.recipe.outputs import non_finite_loss_error, write_json
 from timm_gated_ssl.ssl import FeatureDistillLoss, build_ssl_objective, cosine_momentum_schedule
 
 
@@ -203,14 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                                 gating_active=epoch_float >= config.dense_warmup_epochs)
                     bad = (~torch.isfinite(out.loss.detach())).float().reshape(1)
                     if accelerator.reduce(bad, "sum").item() > 0:
-                        saved = list_checkpoints(output_dir)
-                        kept = (f"the last saved training state ({saved[-1]}) is kept" if saved else
-                                "no training state had been saved yet (save_every), so there is "
-                                "nothing to resume from")
-                        raise NonFiniteLossError(
-                            f"the loss became {out.loss.item()} at step {state.step + 1} (epoch {state.epoch}); "
-                            f"training stopped and {kept}. Lower lr or use fp32 / bf16 instead of fp16."
-                        )
+                        raise non_finite_loss_error(out.loss.item(), output_dir=output_dir,
+                                                    where=f"step {state.step + 1} (epoch {state.epoch})")
                     accelerator.backward(out.loss)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)

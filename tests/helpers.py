@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -22,3 +25,23 @@ def randomize_norms(model: nn.Module, *, seed: int = 0) -> nn.Module:
                 module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=gen) * 0.1)
                 module.running_var.copy_(torch.rand(module.running_var.shape, generator=gen) + 0.5)
     return model
+
+
+def snapshot(*roots: Path) -> dict[str, str]:
+    """``{path: md5}`` of every file under ``roots`` (a missing root gives nothing), to assert that a
+    refused command left every file the user had exactly as it was."""
+    found = {}
+    for root in roots:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            found[str(path)] = hashlib.md5(path.read_bytes()).hexdigest()
+    return found
+
+
+def one_error_line(code: int, err: str) -> str:
+    """Assert a script's user-facing failure: exit status 2 and exactly one ``error:`` line, the last
+    one on stderr (a progress bar of ``datasets`` may come above it), and no traceback."""
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert code == 2, (code, err)
+    assert len(lines) == 1 and err.strip().endswith(lines[0]) and "Traceback" not in err, err
+    return lines[0]

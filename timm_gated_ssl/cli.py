@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 from .errors import GatingError
 
 __all__ = [
-    "HANDLED_ERRORS", "add_training_run_arguments", "cpu_has_fast_bf16", "error_line", "one_line",
+    "HANDLED_ERRORS", "add_training_run_arguments", "cpu_has_fast_bf16", "error_line", "exit_status", "one_line",
     "out_of_memory_line", "run_main", "slow_bf16_warning", "warn_slow_bf16",
 ]
 
@@ -127,6 +127,25 @@ def one_line(error: BaseException) -> str | None:
     return out_of_memory_line(error)
 
 
+def exit_status(main: Callable[..., int | None], *args: Any) -> int:
+    """Run ``main(*args)`` and return its exit status, printing handled errors as one line.
+
+    What :func:`run_main` does short of exiting; in-process callers (tests, notebooks) get the
+    status the script would exit with.
+    """
+    try:
+        return main(*args) or 0
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (*HANDLED_ERRORS, RuntimeError, MemoryError) as error:
+        line = one_line(error)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        return EXIT_ERROR
+
+
 def run_main(main: Callable[[], int | None], *, hard_exit: bool = False) -> NoReturn:
     """Run ``main()`` and exit with its status, printing handled errors as one line.
 
@@ -135,17 +154,7 @@ def run_main(main: Callable[[], int | None], *, hard_exit: bool = False) -> NoRe
         hard_exit: Leave with ``os._exit`` after flushing (for scripts whose process group may
             abort at interpreter exit, as gloo can after distributed work).
     """
-    try:
-        code = main() or 0
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        code = EXIT_INTERRUPTED
-    except (*HANDLED_ERRORS, RuntimeError, MemoryError) as error:
-        line = one_line(error)
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        code = EXIT_ERROR
+    code = exit_status(main)
     sys.stdout.flush()
     sys.stderr.flush()
     if hard_exit:

@@ -95,5 +95,14 @@ class TrainingStateError(GatingError, ValueError):
     another number of processes, or from a run with other hyperparameters."""
 
 
+class MissingDependencyError(GatingError, ImportError):
+    """An optional dependency is not installed (the message names the extra that brings it)."""
+
+
+class OutputExistsError(GatingError, FileExistsError):
+    """An output would replace a file or folder the user has (refused unless it is ours and
+    overwriting was asked for)."""
+
+
 class InputShapeError(GatingError, ValueError):
     """Images given to an accounting or export function do not have the shape the model takes."""

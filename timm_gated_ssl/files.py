@@ -31,9 +31,11 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_output_dir",
+    "check_output_file",
     "check_safetensors",
     "current_umask",
     "honour_umask",
+    "refuse_overlap",
     "remove_stale_temporaries",
     "staging_dir",
 ]
@@ -144,6 +146,53 @@ def check_output_dir(path: str | os.PathLike[str], *, name: str = "output_dir") 
         raise ConfigError(f"{name} {path} cannot be written: {existing} refuses new files "
                           f"({error.strerror or error}); choose another folder") from None
     return path
+
+
+def check_output_file(path: str | os.PathLike[str], *, name: str = "output") -> Path:
+    """Check, before any work, that a file can be written at ``path``: it is not a folder, and its
+    folder exists or can be made and takes new files (:func:`check_output_dir` on the folder).
+
+    Whether an existing file may be replaced is the caller's decision.
+
+    Raises:
+        ConfigError: Naming the argument, the path and the reason.
+    """
+    from .errors import ConfigError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{name} {path} is a folder; pass a file path such as {path / 'model.onnx'}")
+    check_output_dir(path.parent, name=f"the folder of {name} {path.name}:")
+    return path
+
+
+def refuse_overlap(output: str | os.PathLike[str], source: str | os.PathLike[str], *,
+                   output_name: str = "--output_dir", source_name: str = "--checkpoint",
+                   inside_ok: bool = False) -> None:
+    """Refuse an output folder that is, contains or (unless ``inside_ok``) lies inside ``source``.
+
+    Paths are compared after resolving symbolic links and ``..``, so another spelling of the same
+    folder is caught too. Writing (or ``--overwrite``) there would replace or delete the files of
+    the input the run reads.
+
+    Raises:
+        ConfigError: Naming both arguments, both paths and how they overlap.
+    """
+    from .errors import ConfigError
+
+    out, src = Path(output).resolve(), Path(source).resolve()
+    if out == src:
+        how = "is"
+    elif out in src.parents:
+        how = "contains"
+    elif src in out.parents and not inside_ok:
+        how = "is inside"
+    else:
+        return
+    raise ConfigError(
+        f"{output_name} {output} {how} {source_name} {source}: writing there would replace or delete "
+        f"the files this run reads; choose an {output_name} outside {source}"
+    )
 
 
 def check_safetensors(path: str | os.PathLike[str]) -> list[str]:

@@ -92,9 +92,9 @@ def test_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         "export_onnx_recipe", Path(__file__).parents[2] / "recipes" / "export_onnx.py")
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
-    code = recipe.main(["--checkpoint", str(tmp_path / "ckpt"), "--output", str(tmp_path / "g.onnx"),
+    code = recipe.cli(["--checkpoint", str(tmp_path / "ckpt"), "--output", str(tmp_path / "g.onnx"),
                         "--mode", "gated", "--image_size", "16", "--check"])
     out = capsys.readouterr().out
     assert code == 0 and "mode gated" in out and "batch 4: max |onnxruntime - pytorch|" in out
-    assert recipe.main(["--checkpoint", str(tmp_path / "none"), "--output", str(tmp_path / "x.onnx")]) == 2
+    assert recipe.cli(["--checkpoint", str(tmp_path / "none"), "--output", str(tmp_path / "x.onnx")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: ")

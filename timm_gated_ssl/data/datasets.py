@@ -147,7 +147,14 @@ def detect_columns(
     return image_column, label_column
 
 
-def _count_classes(ds: datasets.Dataset, label_column: str) -> tuple[datasets.Dataset, int]:
+def _count_classes(ds: datasets.Dataset, label_column: str, *, source: str = "the dataset",
+                   image_column: str | None = None) -> tuple[datasets.Dataset, int]:
+    """The dataset (string labels class-encoded) and its number of classes.
+
+    Raises:
+        DataError: An integer label below 0 or a fractional one, naming the row and its image file
+            (cross-entropy would fail on it deep inside torch, after training started).
+    """
     feature = ds.features[label_column]
     if isinstance(feature, datasets.ClassLabel):
         return ds, feature.num_classes
@@ -155,7 +162,25 @@ def _count_classes(ds: datasets.Dataset, label_column: str) -> tuple[datasets.Da
         ds = ds.class_encode_column(label_column)
         return ds, ds.features[label_column].num_classes
     values = ds.unique(label_column)
+    bad = [v for v in values if v is None or v < 0 or float(v) != int(v)]
+    if bad:
+        labels = ds[label_column]
+        row = labels.index(bad[0])
+        raise DataError(
+            f"{source}: label {bad[0]!r} in column {label_column!r} at row {row}"
+            f"{_row_file(ds, image_column, row)} is not a class index; labels must be integers "
+            "0, 1, ..., N-1 (or class names): fix the labels (e.g. the folder's metadata.csv)"
+        )
     return ds, int(max(values)) + 1 if values else 0
+
+
+def _row_file(ds: datasets.Dataset, image_column: str | None, row: int) -> str:
+    """`` (image FILE)`` of ``row`` when the images are files (image folders), else ``""``."""
+    if image_column is None or not isinstance(ds.features.get(image_column), datasets.Image):
+        return ""
+    value = ds.cast_column(image_column, datasets.Image(decode=False))[row][image_column]
+    path = value.get("path") if isinstance(value, dict) else None
+    return f" (image {path})" if path else ""
 
 
 def _load_preset(
@@ -330,7 +355,8 @@ def load_image_dataset(
     )
     num_classes: int | None = None
     if label_column is not None:
-        ds, num_classes = _count_classes(ds, label_column)
+        ds, num_classes = _count_classes(ds, label_column, source=f"{name!r} split {split!r}",
+                                         image_column=image_column)
     return ImageDataset(
         dataset=ds,
         name=name,

@@ -195,6 +195,20 @@ def _check_budgets(budgets: Sequence[float]) -> list[float]:
     return sorted(checked.values())
 
 
+def _check_bank(images: int, *, num_classes: int, knn_k: int, max_train: int | None) -> None:
+    """A probe / k-NN bank needs an image per class and ``knn_k`` neighbours to vote; fewer gives
+    a valid-looking but meaningless result, so it is refused, naming the option to change."""
+    need = max(num_classes, knn_k)
+    if images >= need:
+        return
+    cause = (f"max_train={max_train} leaves" if max_train is not None else "the training split has")
+    raise ValueError(
+        f"{cause} {images} labelled image(s) for the probe / k-NN bank, fewer than the "
+        f"{num_classes} classes or knn_k={knn_k} neighbours: pass --max_train {need} or more"
+        + (" (or a smaller --knn_k)" if knn_k > num_classes else "")
+    )
+
+
 # ------------------------------------------------------------------------------------ public
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike[str] | nn.Module,
@@ -351,6 +365,7 @@ def evaluate_checkpoint(
         max_train=max_train,
         seed=seed,
     )
+    _check_bank(len(data.train), num_classes=data.num_classes, knn_k=knn_k, max_train=max_train)
     size = data.image_size
     transform = build_eval_transform(image_size=size, mean=data.train.mean, std=data.train.std)
 

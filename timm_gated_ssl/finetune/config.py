@@ -1,29 +1,27 @@
 """The fine-tuning recipe's hyperparameters, in one typed place (``recipes/finetune.py``).
 
-Like :class:`~timm_gated_ssl.recipe.PretrainConfig`: a YAML file (``recipes/configs/finetune_*.yaml``)
-whose keys are the fields of :class:`FinetuneConfig`, overridden on the command line by
-``--key value``; unknown keys, wrong types and out-of-range values fail before anything is built.
+Like :class:`~timm_gated_ssl.recipe.PretrainConfig`, a :class:`~timm_gated_ssl.recipe.config_base.RecipeConfig`:
+a YAML file (``recipes/configs/finetune_*.yaml``) whose keys are the fields of
+:class:`FinetuneConfig`, overridden on the command line by ``--key value``; malformed YAML,
+duplicated or unknown keys, wrong types and out-of-range values fail before anything is built.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import typing
-from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
-import yaml
+from ..errors import ConfigError, check_budget
+from ..recipe.config_base import Range, RecipeConfig, above, at_least
 
-from ..errors import check_budget
-from ..recipe.config import _coerce, parse_overrides
+__all__ = ["MODES", "OPTIMIZERS", "FinetuneConfig"]
 
 MODES = ("linear", "full")
 OPTIMIZERS = ("sgd", "momentum", "adamw", "lars")
 
 
 @dataclasses.dataclass
-class FinetuneConfig:
+class FinetuneConfig(RecipeConfig):
     """Hyperparameters of one fine-tuning run (defaults: the paper's linear evaluation).
 
     Input:
@@ -96,100 +94,42 @@ class FinetuneConfig:
     save_every: int = 0
     num_workers: int = 0
 
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+    RANGES: ClassVar[dict[str, Range]] = {
+        "epochs": at_least(1), "batch_size": at_least(1), "log_every": at_least(1),
+        "save_every": at_least(0), "num_workers": at_least(0), "num_classes": at_least(2),
+        "train_subset": at_least(1), "calibration_size": at_least(1), "max_steps": at_least(1),
+        "image_size": at_least(1), "crop_scale_min": (0, False, 1, True),
+        "calibration_tol": (0, False, 1, False), "label_smoothing": (0, True, 1, False),
+        "lr": above(0), "weight_decay": at_least(0), "warmup_epochs": at_least(0), "min_lr": at_least(0),
+        "momentum": (0, True, 1, False), "budget_weight": at_least(0), "bound_weight": at_least(0),
+        "bound_alpha": at_least(0), "seeds": (0, True, 2**32 - 1, True),
+    }
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"mode": MODES, "optimizer": OPTIMIZERS}
+    NON_EMPTY: ClassVar[tuple[str, ...]] = (
+        "checkpoint", "dataset", "data_dir", "hub_id", "train_split", "test_split",
+    )
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset({"max_steps", "log_every", "save_every", "num_workers",
+                                                     "data_dir"})
+    """Fields a resume may change: when to stop, logging, saving, workers and where the data lives."""
+
+    def check(self) -> None:
+        """Budgets, seeds and the checks that involve two fields."""
         if self.budget is not None:
             self.budget = check_budget(self.budget, name="budget")
         self.budgets = [check_budget(b, name="each of budgets") for b in self.budgets]
-        for name in ("epochs", "batch_size", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("save_every", "num_workers"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("num_classes", "train_subset", "calibration_size", "max_steps", "image_size"):
-            value = getattr(self, name)
-            if value is not None and value < (2 if name == "num_classes" else 1):
-                low = 2 if name == "num_classes" else 1
-                raise ValueError(f"{name} must be >= {low} or null, got {value!r}")
-        if not 0.0 < self.crop_scale_min <= 1.0:
-            raise ValueError(f"crop_scale_min must be in (0, 1], got {self.crop_scale_min!r}")
-        if not 0.0 < self.calibration_tol < 1.0:
-            raise ValueError(f"calibration_tol must be in (0, 1), got {self.calibration_tol!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0 or self.min_lr < 0:
-            raise ValueError("lr must be > 0, weight_decay, warmup_epochs and min_lr >= 0; got "
-                             f"lr={self.lr}, weight_decay={self.weight_decay}, "
-                             f"warmup_epochs={self.warmup_epochs}, min_lr={self.min_lr}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be one or more distinct integers, got {self.seeds!r}")
+            raise ConfigError(f"seeds must be one or more distinct integers, got {self.seeds!r}")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"min_lr ({self.min_lr:g}) must be <= lr ({self.lr:g})")
         if self.mode == "linear" and self.budget is not None:
-            raise ValueError(f"budget={self.budget:g} is the target of mode full; in mode linear the "
-                             "heads read the checkpoint's threshold, plus any calibrated budgets: "
-                             "use budgets instead")
+            raise ConfigError(f"budget={self.budget:g} is the target of mode full; in mode linear the "
+                              "heads read the checkpoint's threshold, plus any calibrated budgets: "
+                              "use budgets instead")
         if self.mode == "full" and len(self.seeds) != 1:
-            raise ValueError(f"mode full trains one model: give one seed, got seeds={self.seeds!r}")
+            raise ConfigError(f"mode full trains one model: give one seed, got seeds={self.seeds!r}")
 
     def check_inputs(self) -> None:
         """The fields a run cannot start without (``--checkpoint``, ``--dataset``)."""
         for name in ("checkpoint", "dataset"):
             if not getattr(self, name):
-                raise ValueError(f"--{name} is required (on the command line or in the config)")
-
-    # ------------------------------------------------------------------------------ loading
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> FinetuneConfig:
-        """Build from a dict, rejecting unknown keys (the message lists the valid ones)."""
-        unknown = sorted(set(values) - set(cls.field_names()))
-        if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(cls.field_names())}")
-        hints = typing.get_type_hints(cls)
-        return cls(**{k: _coerce_field(k, v, hints[k]) for k, v in values.items()})
-
-    @classmethod
-    def load(cls, path: str | Path | None, overrides: list[str] | None = None) -> FinetuneConfig:
-        """Read a YAML config and apply ``["--key", "value", ...]`` overrides."""
-        values: dict[str, Any] = {}
-        if path is not None:
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"config file {path} does not exist")
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-            if not isinstance(loaded, dict):
-                raise ValueError(f"{path}: a config must be a mapping of keys to values")
-            values.update(loaded)
-        values.update(parse_overrides(overrides or []))
-        return cls.from_dict(values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-
-
-def _coerce_field(name: str, value: Any, hint: Any) -> Any:
-    """``_coerce`` of the pretraining config, plus lists of numbers (``budgets``, ``seeds``) and
-    exponent-only floats such as ``5e-4`` (a string to YAML 1.1)."""
-    if isinstance(value, str) and float in typing.get_args(hint) + (hint,):
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if typing.get_origin(hint) is list:
-        (item,) = typing.get_args(hint)
-        values = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) or (
-            item is int and not all(isinstance(v, int) for v in values)
-        ):
-            raise ValueError(f"config key {name!r} must be a list of {item.__name__}, "
-                             f"got {json.dumps(value, default=str)}")
-        return [item(v) for v in values]
-    return _coerce(name, value, hint)
+                raise ConfigError(f"--{name} is required (on the command line or in the config)")

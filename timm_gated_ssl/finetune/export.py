@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..eval.report import EvaluationResult, ModeEvaluation
+from ..files import TEMP_PREFIX, honour_umask
 from ..recipe.outputs import export_model
 from .heads import HeadResult
 
@@ -49,9 +50,13 @@ def export_classifier(
         classifier.bias.copy_(head.bias.float().cpu())
     tensors = {f"{name}.{k}": v.detach().float().cpu().clone()
                for name, h in heads.items() for k, v in h.state_dict().items()}
-    tmp = out / f".{HEADS_FILE}.tmp"
-    save_file(tensors, str(tmp), metadata={"primary": primary})
-    os.replace(tmp, out / HEADS_FILE)
+    tmp = out / f"{TEMP_PREFIX}{HEADS_FILE}"  # removed by the next run if this one is killed
+    try:
+        save_file(tensors, str(tmp), metadata={"primary": primary})
+        honour_umask(tmp)  # safetensors writes 0600
+        os.replace(tmp, out / HEADS_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
     export_model(model, out)
     return out
 

@@ -29,6 +29,7 @@ from .errors import (
     UnknownArchitectureError,
     network_error,
 )
+from .ids import check_repo_id
 
 __all__ = ["check_architecture", "load_from_hub"]
 
@@ -39,6 +40,7 @@ def check_architecture(architecture: str, *, source: str = "the checkpoint") -> 
     """Return ``architecture`` if timm knows it.
 
     Raises:
+        InvalidRepoIdError: ``name`` is not a valid ``ORG/NAME`` Hub id.
         UnknownArchitectureError: With a message naming ``import timm_gated_ssl`` and the gated
             architectures this version registers.
     """
@@ -96,6 +98,7 @@ def load_from_hub(
     if "/" in name or name.startswith(_HF_PREFIX):
         model_id = name.removeprefix(_HF_PREFIX)
         repo_id, _, revision = model_id.partition("@")
+        check_repo_id(repo_id)  # a malformed id is refused before any request
         try:
             config_path = hf_hub_download(repo_id, "config.json", revision=revision or None)
         except HfHubHTTPError as err:

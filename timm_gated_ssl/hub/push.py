@@ -33,11 +33,9 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ge
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
-    HFValidationError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.utils import validate_repo_id
 from torch import nn
 
 from .card import TRADEOFF_PLOT, ResultsLike, build_model_card, load_results
@@ -46,10 +44,10 @@ from .errors import (
     HubAuthError,
     HubError,
     HubRepoNotFoundError,
-    InvalidRepoIdError,
     MissingTokenError,
     network_error,
 )
+from .ids import check_repo_id
 
 __all__ = ["MANAGED_FILES", "PushResult", "check_repo_id", "push_to_hub", "stage_checkpoint"]
 
@@ -84,24 +82,6 @@ class PushResult:
     commit_url: str
     files: tuple[str, ...]
     deleted: tuple[str, ...] = ()
-
-
-def check_repo_id(repo_id: str) -> str:
-    """Return ``repo_id`` if it is a valid ``namespace/name``.
-
-    Raises:
-        InvalidRepoIdError: If it is not a string of the form ``namespace/name`` that the Hub accepts.
-    """
-    if not isinstance(repo_id, str) or repo_id.count("/") != 1 or "" in repo_id.split("/"):
-        raise InvalidRepoIdError(
-            f"repo_id must be of the form 'namespace/name' (your user or organisation, then the "
-            f"model name), e.g. 'my-org/gated-resnet18-cifar10'; got {repo_id!r}"
-        )
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
-        raise InvalidRepoIdError(f"invalid repo_id {repo_id!r}: {err}") from None
-    return repo_id
 
 
 def _read_config(path: Path) -> dict[str, Any]:

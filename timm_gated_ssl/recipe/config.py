@@ -8,25 +8,26 @@ and out-of-range values fail before anything is built, with a message that lists
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import json
-import types
-import typing
-from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import Any, ClassVar
 
 from ..budget import BOUND_CENTRES, BOUND_SCHEDULES
-from ..errors import check_budget
+from ..errors import ConfigError, check_budget
 from ..ssl import DISTILL_TARGETS, SSL_LOSSES
+from .config_base import Range, RecipeConfig, above, at_least, coerce, parse_overrides
 from .dual import NOISE_SCHEDULES, PAIRINGS
 
+__all__ = ["AUGMENTATIONS", "OPTIMIZERS", "PretrainConfig", "parse_overrides"]
+
 OPTIMIZERS = ("lars", "sgd", "adamw")
+AUGMENTATIONS = ("batched", "per_image")
+"""Values of ``PretrainConfig.augmentation`` (see :mod:`timm_gated_ssl.data.batched_views`)."""
+# Set as their own fields: a model_kwargs entry would be silently overridden by model_args().
+_RESERVED_KWARGS = ("num_classes", "budget", "separate_bn")
+_coerce = coerce  # the name of earlier versions
 
 
 @dataclasses.dataclass
-class PretrainConfig:
+class PretrainConfig(RecipeConfig):
     """Hyperparameters of one co-training run (defaults: the paper's CIFAR recipe, METHOD.md,
     except ``gate_noise_schedule``, set to what closed the gated-dense gap most on Fashion-MNIST;
     docs/results.md).
@@ -140,68 +141,63 @@ class PretrainConfig:
     knn_max_bank: int | None = 10000
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        _validate().check_fields(self)  # every field's range, finite floats
+    RANGES: ClassVar[dict[str, Range]] = {
+        "projector_hidden_dim": at_least(1), "projector_out_dim": at_least(1),
+        "budget_weight": at_least(0), "bound_weight": at_least(0), "bound_decay": at_least(0),
+        "bound_alpha": at_least(0), "distill_weight": at_least(0), "dense_warmup_epochs": at_least(0),
+        "byol_momentum": (0, True, 1, False), "simclr_temperature": above(0),
+        "image_size": at_least(1), "blur_prob_gated": (0, True, 1, True), "blur_prob_dense": (0, True, 1, True),
+        "train_subset": at_least(1), "num_workers": at_least(0), "epochs": at_least(1),
+        # BatchNorm in training mode and every SSL loss here need two images per process.
+        "batch_size": at_least(2), "lr": above(0), "weight_decay": at_least(0),
+        "momentum": (0, True, 1, False), "lars_trust": above(0), "warmup_epochs": at_least(0),
+        "min_lr": at_least(0), "max_steps": at_least(1), "grad_accum_steps": at_least(1),
+        "log_every": at_least(1), "knn_every": at_least(0), "save_every": at_least(0),
+        "knn_k": at_least(1), "knn_temperature": above(0), "knn_max_bank": at_least(1),
+        "seed": (0, True, 2**32 - 1, True),  # numpy's seed range (accelerate.set_seed seeds numpy)
+    }
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "optimizer": OPTIMIZERS, "bound_schedule": BOUND_SCHEDULES, "bound_centre": BOUND_CENTRES,
+        "pairing": PAIRINGS, "distill_on": DISTILL_TARGETS, "gate_noise_schedule": NOISE_SCHEDULES,
+        "augmentation": AUGMENTATIONS,
+    }
+    NON_EMPTY: ClassVar[tuple[str, ...]] = (
+        "model", "dataset", "train_split", "eval_train_split", "eval_split", "data_dir", "hub_id",
+    )
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset({
+        "max_steps", "log_every", "knn_every", "save_every", "num_workers", "knn_k", "knn_temperature",
+        "knn_max_bank", "eval_train_split", "eval_split", "data_dir",
+    })
+    """Fields a resume may change: they steer when to stop, monitoring, logging and where the data
+    lives, not what is trained (augmentations are seeded per image, so workers do not matter)."""
+
+    def check(self) -> None:
+        """The budget, the method and the checks that involve two fields."""
         self.budget = check_budget(self.budget)
         if self.method not in SSL_LOSSES:
-            raise ValueError(f"unknown method {self.method!r}; valid methods: {', '.join(SSL_LOSSES)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-        for name, valid in (("bound_schedule", BOUND_SCHEDULES), ("bound_centre", BOUND_CENTRES),
-                            ("pairing", PAIRINGS), ("distill_on", DISTILL_TARGETS),
-                            ("gate_noise_schedule", NOISE_SCHEDULES)):
-            if getattr(self, name) not in valid:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
-        for name in ("bound_decay", "bound_alpha", "distill_weight", "dense_warmup_epochs"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("epochs", "batch_size", "grad_accum_steps", "log_every", "knn_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("knn_every", "save_every", "num_workers"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("blur_prob_gated", "blur_prob_dense"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
-            raise ValueError("lr must be > 0, weight_decay and warmup_epochs >= 0; got "
-                             f"lr={self.lr}, weight_decay={self.weight_decay}, warmup_epochs={self.warmup_epochs}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1 or null, got {self.max_steps!r}")
-
-    # ------------------------------------------------------------------------------ loading
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> PretrainConfig:
-        """Build from a dict, rejecting unknown keys (the message lists the valid ones)."""
-        unknown = sorted(set(values) - set(cls.field_names()), key=str)
-        if unknown:
-            close = {k: difflib.get_close_matches(str(k), cls.field_names(), n=1) for k in unknown}
-            hints = [f"{k!r} (did you mean {c[0]!r}?)" if c else repr(k) for k, c in close.items()]
-            raise _error(f"unknown config key(s) {', '.join(hints)}; valid keys: {', '.join(cls.field_names())}")
-        hints = typing.get_type_hints(cls)
-        return cls(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
-
-    @classmethod
-    def load(cls, path: str | Path | None, overrides: list[str] | None = None) -> PretrainConfig:
-        """Read a YAML config and apply ``["--key", "value", ...]`` overrides."""
-        values: dict[str, Any] = {}
-        if path is not None:
-            values.update(_validate().read_yaml(path))  # errors name the file, line and column
-        values.update(parse_overrides(overrides or []))
-        return cls.from_dict(values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def save(self, path: str | Path) -> None:
-        from ..files import atomic_write_text  # umask permissions, never half-written
-
-        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+            raise ConfigError(f"unknown method {self.method!r}; valid methods: {', '.join(SSL_LOSSES)}")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"min_lr ({self.min_lr:g}) must be <= lr ({self.lr:g})")
+        if (self.eval_split is None) != (self.eval_train_split is None):
+            raise ConfigError(
+                f"eval_split ({self.eval_split!r}) and eval_train_split ({self.eval_train_split!r}) "
+                "are the k-NN monitor's query and bank splits: set both, or both to null to train "
+                "without the monitor"
+            )
+        if self.knn_every and self.eval_split is None:
+            raise ConfigError(f"knn_every={self.knn_every} needs the k-NN monitor's splits: set "
+                              "eval_split and eval_train_split, or knn_every: 0")
+        if self.hub_id is not None and self.hub_id.count("/") != 1:
+            raise ConfigError(f"hub_id must be a Hub dataset id 'owner/name', got {self.hub_id!r}")
+        bad_keys = [k for k in self.model_kwargs if not isinstance(k, str)]
+        if bad_keys:
+            raise ConfigError(f"model_kwargs keys must be argument names (strings), got {bad_keys!r}")
+        reserved = [k for k in _RESERVED_KWARGS if k in self.model_kwargs]
+        if reserved:
+            raise ConfigError(
+                f"model_kwargs may not set {', '.join(reserved)}: the recipe sets them (num_classes=0 "
+                "for pooled features; budget and separate_bn are config fields of their own)"
+            )
 
     def model_args(self) -> dict[str, Any]:
         """``timm.create_model`` keyword arguments of the backbone (recorded in ``config.json``)."""
@@ -209,55 +205,3 @@ class PretrainConfig:
         if self.gating:
             args.update(budget=self.budget, separate_bn=self.separate_bn)
         return args
-
-
-def parse_overrides(tokens: list[str]) -> dict[str, Any]:
-    """``["--lr", "0.1", "--gating", "false"]`` -> ``{"lr": 0.1, "gating": False}`` (YAML scalars)."""
-    values: dict[str, Any] = {}
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        if not token.startswith("--"):
-            raise _error(f"expected --key value, got {token!r}")
-        key = token[2:].replace("-", "_")
-        if "=" in key:
-            key, raw = key.split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
-                raise _error(f"--{key} needs a value")
-            raw, i = tokens[i + 1], i + 2
-        values[key] = _validate().parse_value(key, raw)
-    return values
-
-
-def _coerce(name: str, value: Any, hint: Any) -> Any:
-    """Check a value against its field's type; ints are accepted for floats."""
-    origin = typing.get_origin(hint)
-    options = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
-    if value is None and type(None) in options:
-        return None
-    for option in options:
-        base = typing.get_origin(option) or option
-        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if base is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if base in (str, bool, dict) and isinstance(value, base):
-            return value
-    expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
-    raise _error(f"config key {name!r} must be {expected}, got {json.dumps(value, default=str)}")
-
-
-def _validate() -> types.ModuleType:
-    """:mod:`.validate`, where the checks live (imported on use: it is the config's companion)."""
-    from . import validate
-
-    return validate
-
-
-def _error(message: str) -> Exception:
-    """The :class:`~timm_gated_ssl.errors.ConfigError` to raise (a ``ValueError``)."""
-    from ..errors import ConfigError
-
-    return ConfigError(message)

@@ -25,8 +25,9 @@ from timm.models import save_for_hf
 from torch import nn
 
 from .. import files
-from ..errors import GatingError, TrainingStateError
+from ..errors import OutputExistsError, TrainingStateError
 from ..files import TEMP_PREFIX, atomic_write_json, honour_umask, staging_dir
+from .state import NonFiniteLossError
 from .state_files import is_training_state, write_manifest
 
 CHECKPOINTS = "checkpoints"
@@ -36,7 +37,7 @@ _EXPORT_FILES = ("model.safetensors", "config.json")
 _LEGACY_TEMPORARIES = (".export_",)  # export folders of earlier versions
 
 
-class OutputDirNotEmptyError(GatingError, FileExistsError):
+class OutputDirNotEmptyError(OutputExistsError):
     """The output directory holds an earlier run."""
 
 
@@ -172,6 +173,16 @@ def save_training_state(
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def non_finite_loss_error(loss: float, *, where: str, output_dir: str | Path) -> NonFiniteLossError:
+    """The error for a loss that became NaN or Inf at ``where`` (e.g. ``"step 3 (epoch 0)"``),
+    saying truthfully which training state of ``output_dir`` is left to resume from, if any."""
+    saved = list_checkpoints(output_dir)
+    kept = (f"the last saved training state ({saved[-1]}) is kept" if saved else
+            "no training state had been saved yet (save_every), so there is nothing to resume from")
+    return NonFiniteLossError(f"the loss became {loss} at {where}; training stopped and {kept}. "
+                              "Lower lr or use fp32 / bf16 instead of fp16.")
 
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> None:

@@ -10,14 +10,16 @@ carries ``manifest.json``:
 * the number of processes that saved it (each saved its own RNG state);
 * the run's configuration, so a resume that changes a field that defines the run (the budget,
   the batch size, the schedule, the data, ...) is refused, listing the changes. Fields that only
-  steer monitoring, logging or where things are (:data:`RESUMABLE_FIELDS`) may change.
+  steer monitoring, logging or where things are (the config class's ``RESUMABLE``) may change.
+
+Both training recipes use it: :func:`check_resume` takes any
+:class:`~timm_gated_ssl.recipe.config_base.RecipeConfig`.
 
 States saved before manifests existed are checked by reading every file instead.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -27,6 +29,8 @@ import yaml
 
 from ..errors import TrainingStateError
 from ..files import atomic_write_json
+from .config import PretrainConfig
+from .config_base import RecipeConfig
 
 __all__ = [
     "MANIFEST",
@@ -40,12 +44,8 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
-RESUMABLE_FIELDS = frozenset({
-    "max_steps", "log_every", "knn_every", "save_every", "num_workers", "knn_k", "knn_temperature",
-    "knn_max_bank", "eval_train_split", "eval_split", "data_dir",
-})
-"""Config fields a resume may change: they steer when to stop, monitoring, logging and where the
-data lives, not what is trained (augmentations are seeded per image, so workers do not matter)."""
+RESUMABLE_FIELDS = PretrainConfig.RESUMABLE
+"""The pretraining recipe's resumable fields (each config class declares its own ``RESUMABLE``)."""
 _LEGACY_VALUES = {"augmentation": "per_image"}
 """Values of fields that did not exist yet when an older state was saved (what it trained with)."""
 _RNG = "random_states_{}.pkl"
@@ -159,8 +159,8 @@ def verify_state(state_dir: str | Path, *, world_size: int) -> dict[str, Any] | 
     return manifest
 
 
-def changed_fields(saved: dict[str, Any], current: dict[str, Any],
-                   defaults: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+def changed_fields(saved: dict[str, Any], current: dict[str, Any], defaults: dict[str, Any], *,
+                   resumable: frozenset[str] = RESUMABLE_FIELDS) -> dict[str, tuple[Any, Any]]:
     """Run-defining fields whose value differs: ``{field: (saved, current)}``.
 
     A field the saved config lacks (added to the recipe later) counts as its legacy value or,
@@ -168,7 +168,7 @@ def changed_fields(saved: dict[str, Any], current: dict[str, Any],
     """
     changes = {}
     for name, value in current.items():
-        if name in RESUMABLE_FIELDS:
+        if name in resumable:
             continue
         before = saved.get(name, _LEGACY_VALUES.get(name, defaults.get(name)))
         if before != value and not (isinstance(before, (int, float)) and isinstance(value, (int, float))
@@ -177,13 +177,13 @@ def changed_fields(saved: dict[str, Any], current: dict[str, Any],
     return changes
 
 
-def check_resume(state_dir: str | Path, config: Any, *, world_size: int,
+def check_resume(state_dir: str | Path, config: RecipeConfig, *, world_size: int,
                  run_config: str | Path | None = None) -> None:
     """Everything a resume needs, checked before anything is loaded or written.
 
     Args:
         state_dir: The training state.
-        config: The resumed run's ``PretrainConfig``.
+        config: The resumed run's config (``PretrainConfig``, ``FinetuneConfig``).
         world_size: Processes of the resumed run.
         run_config: The run's ``config.yaml``, the record for a state saved without a manifest.
 
@@ -200,14 +200,12 @@ def check_resume(state_dir: str | Path, config: Any, *, world_size: int,
             saved = None
     if not isinstance(saved, dict):
         return
-    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
-                for f in dataclasses.fields(config)}
-    changes = changed_fields(saved, config.to_dict(), defaults)
+    changes = changed_fields(saved, config.to_dict(), config.defaults(), resumable=config.RESUMABLE)
     if changes:
         listed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
         raise TrainingStateError(
             f"resuming {state_dir} with changed hyperparameters that define the run: {listed}. The "
             "weights were trained with the saved values: drop these overrides to continue the run, "
             "or start a new run in another --output_dir. Fields a resume may change: "
-            f"{', '.join(sorted(RESUMABLE_FIELDS))}"
+            f"{', '.join(sorted(config.RESUMABLE))}"
         )
