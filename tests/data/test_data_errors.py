@@ -63,3 +63,13 @@ def test_folder_without_images(tmp_path: Path) -> None:
 def test_image_size_zero_is_refused() -> None:
     with pytest.raises(ValueError, match="image_size must be an integer >= 1"):
         load_image_dataset("digits", split="train", image_size=0)
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5])
+def test_a_label_that_is_no_class_index_names_its_row(bad: float) -> None:
+    import datasets
+
+    labels = [0, 1, bad, 1]
+    ds = datasets.Dataset.from_dict({"image": [Image.new("RGB", (4, 4))] * 4, "label": labels})
+    with pytest.raises(DataError, match=rf"label {bad!r} in column 'label' at row 2 is not a class index"):
+        load_image_dataset(ds)

@@ -84,3 +84,12 @@ def test_push_script_one_line_for_truncated_weights(gated_model, tmp_path) -> No
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "model.safetensors is damaged" in lines[0]
+
+
+@pytest.mark.parametrize("name", ["hf-hub:not a/valid id", "hf-hub:org/na--me..", "a/b/c"])
+def test_load_refuses_a_malformed_id_as_our_error(name: str) -> None:
+    """huggingface_hub's raw HFValidationError used to escape; now it is ours, before any request."""
+    from timm_gated_ssl.hub import InvalidRepoIdError
+
+    with pytest.raises(InvalidRepoIdError, match="repo_id"):
+        load_from_hub(name)

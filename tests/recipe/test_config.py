@@ -131,3 +131,36 @@ def test_paper_configs_keep_the_paper_settings(path: Path) -> None:
     for step in range(0, total + 1, 997):
         p_run = as_run.relaxation(progress=step / total, epoch=step / steps_per_epoch)
         assert p_run == pytest.approx(literal.relaxation(epoch=step / steps_per_epoch), rel=1e-12)
+
+
+@pytest.mark.parametrize(("raw", "value"), [("1e-3", 1e-3), ("5E-4", 5e-4), ("2", 2.0), (".5", 0.5)])
+def test_every_float_that_python_reads_is_accepted(raw: str, value: float) -> None:
+    """YAML 1.1 reads ``1e-3`` as a string; the finetune recipe accepted it, pretraining refused it."""
+    assert PretrainConfig.load(None, ["--lr", raw]).lr == value
+
+
+def test_gate_levels_without_width_gates_is_refused() -> None:
+    from timm_gated_ssl.recipe import check_environment
+
+    config = PretrainConfig.load(None, ["--model_kwargs", "{channels: [8, 16, 32, 64], gate_levels: 16}"])
+    with pytest.raises(ValueError, match=r"model_kwargs sets gate_levels=16, but 'gated_resnet18_cifar' builds "
+                                         r"channel gates, which have no levels: add gate_type: width"):
+        check_environment(config)
+    check_environment(PretrainConfig.load(  # with width gates it is what it says
+        None, ["--model_kwargs", "{channels: [8, 16, 32, 64], gate_type: width, gate_levels: 4}"]))
+
+
+def test_both_recipes_share_one_config_loader() -> None:
+    """One base: the same strict YAML, coercion and range messages for both configs."""
+    from timm_gated_ssl.finetune import FinetuneConfig
+    from timm_gated_ssl.recipe.config_base import RecipeConfig
+
+    assert issubclass(PretrainConfig, RecipeConfig) and issubclass(FinetuneConfig, RecipeConfig)
+    for cls in (PretrainConfig, FinetuneConfig):
+        for overrides, match in ((["--epochs", "0"], "epochs must be >= 1, got 0"),
+                                 (["--lr", ".inf"], "lr must be a finite number"),
+                                 (["--max_steps", "0"], "max_steps must be >= 1 or null, got 0"),
+                                 (["--epochs", "x"], "config key 'epochs' must be int, got \"x\""),
+                                 (["--lrr", "1"], r"'lrr' \(did you mean 'lr'\?\)")):
+            with pytest.raises(ValueError, match=match):
+                cls.load(None, overrides)

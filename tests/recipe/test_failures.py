@@ -291,3 +291,17 @@ def test_knn_k_larger_than_the_bank_is_refused_before_training(pretrain: Any, tm
     with pytest.raises(ConfigError, match=r"knn_k=20 neighbours, but the k-NN bank .* holds 5 images"):
         run(pretrain, tmp_path / "out", "--max_steps", "1", "--knn_max_bank", "5")
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ refused or accepted as a user types it
+def test_gate_levels_with_channel_gates_is_refused_before_the_output_dir_exists(pretrain: Any, tmp_path: Path) -> None:
+    out = tmp_path / "never"
+    with pytest.raises(ConfigError, match=r"gate_levels=16, but 'gated_resnet18_cifar' builds channel gates"):
+        run(pretrain, out, "--max_steps", "1", *NO_EVAL, "--model_kwargs", "{channels: [8, 16, 32, 64], gate_levels: 16}")
+    assert not out.exists()
+
+
+def test_an_exponent_only_learning_rate_trains(pretrain: Any, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run(pretrain, out, "--max_steps", "1", *NO_EVAL, "--lr", "1e-3")
+    assert yaml.safe_load((out / "config.yaml").read_text())["lr"] == 1e-3

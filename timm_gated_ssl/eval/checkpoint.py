@@ -35,7 +35,7 @@ from ..calibration import budget_key, calibrate_budget, calibrated_budgets
 from ..compute import CostTable, cost_table
 from ..data import EvalDataset, ImageDataset, build_eval_transform
 from ..errors import NoGatesError, check_budget
-from ..files import check_output_dir
+from ..files import check_output_dir, refuse_overlap
 from .channel_usage import ChannelUsage, channel_usage_from_masks
 from .features import extract_features
 from .knn import knn_accuracy
@@ -331,6 +331,10 @@ def evaluate_checkpoint(
     for name, folder in (("output_dir", output_dir), ("export_dir", export_dir)):
         if folder is not None:
             check_output_dir(folder, name=name)  # before the long passes, not after them
+    if export_dir is not None and isinstance(checkpoint, (str, os.PathLike)) \
+            and not os.fspath(checkpoint).startswith("hf-hub:"):
+        # The export replaces model.safetensors and config.json: never the checkpoint's own.
+        refuse_overlap(export_dir, checkpoint, output_name="export_dir", source_name="checkpoint", inside_ok=True)
     if hub_id is not None and (not isinstance(hub_id, str) or hub_id.count("/") != 1):
         raise ValueError(f"hub_id must be a Hub dataset id 'owner/name', got {hub_id!r}")
     if data_dir is not None and not os.path.isdir(data_dir):
