@@ -63,8 +63,8 @@ def test_output_paths_are_checked_before_the_work(checkpoint: Path, tmp_path: Pa
 
 
 @pytest.mark.parametrize(("max_train", "knn_k", "message"), [
-    (1, 20, r"max_train=1 leaves 1 labelled image\(s\) .* fewer than the 10 classes or knn_k=20 neighbours: "
-            r"pass --max_train 20 or more \(or a smaller --knn_k\)"),
+    (1, 20, (r"max_train=1 leaves 1 labelled image\(s\) .* fewer than the 10 classes or knn_k=20 neighbours: "
+            r"pass --max_train 20 or more \(or a smaller --knn_k\)")),
     (5, 3, r"max_train=5 leaves 5 labelled image\(s\) .*: pass --max_train 10 or more$"),
 ])
 def test_a_bank_smaller_than_the_classes_or_k_is_refused(checkpoint: Path, tmp_path: Path, max_train: int,
