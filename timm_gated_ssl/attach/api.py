@@ -11,45 +11,74 @@ from collections.abc import Iterator
 from torch import nn
 
 from ..errors import GatesAlreadyAttachedError, NoGatesError, UnsupportedModelError
-from ..gates import BlockGate, GateConfig
+from ..gates import GATE_CLASSES, BlockGate, GateConfig
+from ..registry import Registry
 from .resnet import resnet_block_spec
 from .spec import BlockFamily, BlockSpec
 from .vit import vit_block_spec
-from .width import width_gate
 
 GATE_ATTR = "dyn_gate"
 
-FAMILIES: list[BlockFamily] = [
-    BlockFamily(
-        name="resnet",
-        description="timm ResNet blocks (BasicBlock, Bottleneck): resnet*, resnet*d/t/s, resnetrs*, "
-        "seresnet*, resnext*, wide_resnet*, resnetblur*, resnetaa*, ecaresnet*",
-        spec=resnet_block_spec,
-    ),
-    BlockFamily(
-        name="vit",
-        description="timm Vision Transformer blocks (vision_transformer.Block with timm Attention and "
-        "Mlp/GluMlp/SwiGLU): vit_*, deit_*, any img_size/patch_size, class/register tokens",
-        spec=vit_block_spec,
-    ),
-]
+FAMILIES: Registry[BlockFamily] = Registry("block family")
+"""Block families gates attach to, by name; a block belongs to the first family whose ``spec``
+accepts it (the built-in ones accept disjoint timm classes)."""
 
 
-def register_family(family: BlockFamily) -> None:
-    """Teach ``attach_gates`` a new block family (e.g. the ViT one)."""
-    if any(f.name == family.name for f in FAMILIES):
-        raise ValueError(f"a block family named {family.name!r} is already registered")
-    FAMILIES.append(family)
+def register_family(family: BlockFamily) -> BlockFamily:
+    """Teach ``attach_gates`` a new block family (then its MAC accounting with
+    ``compute.register_block_cost(family.name)``, and optionally ``compact.COMPACT_BUILDERS`` and
+    ``compact.STATIC_EXPORTERS`` entries under the same name).
+
+    Raises:
+        ValueError: A family of that name is already registered.
+    """
+    return FAMILIES.add(family.name, family)
 
 
-def _find_blocks(model: nn.Module) -> list[tuple[str, nn.Module, BlockSpec]]:
+register_family(BlockFamily(
+    name="resnet",
+    description="timm ResNet blocks (BasicBlock, Bottleneck): resnet*, resnet*d/t/s, resnetrs*, "
+    "seresnet*, resnext*, wide_resnet*, resnetblur*, resnetaa*, ecaresnet*",
+    spec=resnet_block_spec,
+))
+register_family(BlockFamily(
+    name="vit",
+    description="timm Vision Transformer blocks (vision_transformer.Block with timm Attention and "
+    "Mlp/GluMlp/SwiGLU): vit_*, deit_*, any img_size/patch_size, class/register tokens",
+    spec=vit_block_spec,
+))
+
+
+def block_family(module: nn.Module) -> tuple[BlockFamily, BlockSpec] | None:
+    """The registered family of ``module`` and its gating layout, or None for any other module."""
+    for family in FAMILIES.values():
+        spec = family.spec(module)
+        if spec is not None:
+            return family, spec
+    return None
+
+
+def gate_family(block: nn.Module, gate: BlockGate) -> str:
+    """The family name of a gated ``block``: recorded on its gate by ``attach_gates`` (else looked up).
+
+    Raises:
+        UnsupportedModelError: ``block`` belongs to no registered family.
+    """
+    if gate.family is not None:
+        return gate.family
+    match = block_family(block)
+    if match is None:
+        raise UnsupportedModelError(f"{type(block).__name__} belongs to no registered block family "
+                                    f"({', '.join(map(str, FAMILIES))})")
+    return match[0].name
+
+
+def _find_blocks(model: nn.Module) -> list[tuple[str, nn.Module, BlockFamily, BlockSpec]]:
     found = []
     for name, module in model.named_modules():
-        for family in FAMILIES:
-            spec = family.spec(module)
-            if spec is not None:
-                found.append((name, module, spec))
-                break
+        match = block_family(module)
+        if match is not None:
+            found.append((name, module, *match))
     return found
 
 
@@ -102,7 +131,8 @@ def attach_gates(
             copies start as copies of the dense ones, so a pretrained network keeps its statistics.
         tau: Temperature of the straight-through estimator (2/3 in the paper).
         reduction: Gate hidden width is ``C_in // reduction`` (4 in the paper).
-        gate_type: ``"channel"`` (default): the paper's per-channel gates. ``"width"``: per input,
+        gate_type: A key of ``gates.GATE_CLASSES``. ``"channel"`` (default): the paper's
+            per-channel gates. ``"width"``: per input,
             each block keeps a prefix of its inner channels at one of ``levels`` levels (DS-Net
             style, ``gates/width.py``; timm ResNets only), fast at any batch size with ``compact``.
         levels: Number of width levels of ``gate_type="width"`` (at least 2; 8 keeps 1/8 ... 8/8).
@@ -131,12 +161,12 @@ def attach_gates(
         )
     blocks = _find_blocks(model)
     if not blocks:
-        supported = "; ".join(f"{f.name}: {f.description}" for f in FAMILIES)
+        supported = "; ".join(f"{f.name}: {f.description}" for f in FAMILIES.values())
         raise UnsupportedModelError(
             f"{type(model).__name__} has no block that gates can be attached to. "
             f"Supported block families: {supported}"
         )
-    gates = [(block, spec, _make_gate(name, block, spec, config)) for name, block, spec in blocks]
+    gates = [(block, spec, _make_gate(name, block, family, spec, config)) for name, block, family, spec in blocks]
     for block, spec, gate in gates:
         reference = next(block.parameters(), None)
         if reference is not None:
@@ -147,16 +177,24 @@ def attach_gates(
     return model
 
 
-def _make_gate(name: str, block: nn.Module, spec: BlockSpec, config: GateConfig) -> BlockGate:
-    if config.gate_type == "width":
-        return width_gate(name, block, spec, config)
-    return BlockGate(
-        spec.in_channels,
-        spec.widths,
-        config=config,
-        norms={path: block.get_submodule(path) for path in spec.norm_paths},
-        pooling=spec.pooling,
-    )
+def _make_gate(name: str, block: nn.Module, family: BlockFamily, spec: BlockSpec, config: GateConfig) -> BlockGate:
+    """``GATE_CLASSES[config.gate_type]`` built from the block's layout, for a family it supports."""
+    gate_class = GATE_CLASSES[config.gate_type]
+    if gate_class.families is not None and family.name not in gate_class.families:
+        supported = "; ".join(f"{f.name}: {f.description}" for key, f in FAMILIES.items()
+                              if key in gate_class.families)
+        raise UnsupportedModelError(
+            f"gate_type={config.gate_type!r} cannot gate block {name!r} ({type(block).__module__}."
+            f"{type(block).__name__}, family {family.name!r}); {config.gate_type} gates support "
+            f"{supported}. Use gate_type='channel' (the default) for this model"
+        )
+    norms = {path: block.get_submodule(path) for path in spec.norm_paths}
+    try:
+        gate = gate_class.from_spec(spec, config=config, norms=norms)
+    except ValueError as error:
+        raise ValueError(f"block {name!r}: {error}") from None
+    gate.family = family.name
+    return gate
 
 
 def detach_gates(model: nn.Module) -> nn.Module:

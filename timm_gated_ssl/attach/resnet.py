@@ -42,5 +42,6 @@ def resnet_block_spec(block: nn.Module) -> BlockSpec | None:
             widths=(block.conv1.out_channels, block.conv2.out_channels),
             mask_points=(MaskPoint("act1"), MaskPoint("act2")),
             norm_paths=("bn1", "bn2", "bn3"),
+            groups=block.conv2.groups,
         )
     return None

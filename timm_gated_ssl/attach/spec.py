@@ -21,6 +21,7 @@ class BlockSpec:
         mask_points: Where each width's mask is applied.
         norm_paths: The block's norms that exist once per mode with ``separate_bn``.
         pooling: How the gate pools the block input (``"spatial"`` or ``"tokens"``).
+        groups: Conv groups a width gate keeps whole (a ResNeXt Bottleneck's grouped ``conv2``).
     """
 
     in_channels: int
@@ -28,6 +29,7 @@ class BlockSpec:
     mask_points: tuple[MaskPoint, ...]
     norm_paths: tuple[str, ...]
     pooling: Pooling = "spatial"
+    groups: int = 1
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,8 @@ class BlockFamily:
     """A family of blocks gates can attach to.
 
     Attributes:
-        name: Short name, shown in errors.
+        name: Short name, the family's key in ``attach.FAMILIES`` and in the registries keyed by
+            family (``compute.BLOCK_COSTS``, ``compact.COMPACT_BUILDERS``, ``compact.STATIC_EXPORTERS``).
         description: Which timm models the family covers, shown in errors.
         spec: Returns the layout for a block of this family, or None for any other module.
     """

@@ -9,21 +9,34 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from timm.models.resnet import ResNet
 from torch import nn
 
+from ..attach import FAMILIES, block_family, gate_family, has_gates, require_gates
 from ..errors import UnsupportedModelError
+from ..registry import Registry
 from .static import export_static_resnet
 from .static_common import StaticExport
-from .static_vit import export_static_vit, is_vit
+from .static_vit import export_static_vit
 
-__all__ = ["STATIC_EXPORTERS", "export_static"]
+__all__ = ["STATIC_EXPORTERS", "export_static", "model_family"]
 
-#: ``(accepts(model), export)`` per family, tried in order.
-STATIC_EXPORTERS: list[tuple[Callable[[nn.Module], bool], Callable[..., StaticExport]]] = [
-    (is_vit, export_static_vit),
-    (lambda model: isinstance(model, ResNet), export_static_resnet),
-]
+StaticExporter = Callable[..., StaticExport]
+"""``exporter(model, loader, *, min_firing_rate, max_batches, eval_loader, base, base_kwargs)``."""
+
+STATIC_EXPORTERS: Registry[StaticExporter] = Registry("static exporter")
+"""Static exports by block family (``attach.FAMILIES`` names) of the model's gated blocks."""
+STATIC_EXPORTERS.add("resnet", export_static_resnet)
+STATIC_EXPORTERS.add("vit", export_static_vit)
+
+
+def model_family(model: nn.Module) -> str:
+    """The block family of a gated model's blocks (every gated block of a model is of one family).
+
+    Raises:
+        NoGatesError: ``model`` has no gates.
+    """
+    name, gate = require_gates(model)[0]
+    return gate_family(model.get_submodule(name), gate)
 
 
 def export_static(
@@ -38,7 +51,7 @@ def export_static(
 ) -> StaticExport:
     """Export a gated ResNet or ViT as a plain timm model without the channels its gates never use.
 
-    The family is chosen from :data:`STATIC_EXPORTERS`: ResNets keep channels
+    The export is :data:`STATIC_EXPORTERS` of the model's block family: ResNets keep channels
     (``static.py``), ViTs keep attention heads and MLP units (``static_vit.py``); the options mean
     the same for both.
 
@@ -66,10 +79,16 @@ def export_static(
         UnsupportedModelError: no family exports this model.
         ValueError: ``min_firing_rate`` outside [0, 1], empty loader, or a base that does not match.
     """
-    for accepts, exporter in STATIC_EXPORTERS:
-        if accepts(model):
-            return exporter(model, loader, min_firing_rate=min_firing_rate, max_batches=max_batches,
-                            eval_loader=eval_loader, base=base, base_kwargs=base_kwargs)
-    raise UnsupportedModelError(
-        f"export_static supports timm ResNets and VisionTransformers, got {type(model).__name__}"
-    )
+    if not has_gates(model) and not any(block_family(m) for m in model.modules()):
+        raise UnsupportedModelError(
+            f"export_static supports gated timm ResNets and VisionTransformers, got {type(model).__name__} "
+            f"(no gates, and no block of a registered family: {', '.join(map(str, FAMILIES))})"
+        )
+    family = model_family(model)
+    if family not in STATIC_EXPORTERS:
+        raise UnsupportedModelError(
+            f"export_static has no export for {type(model).__name__} (gated blocks of family "
+            f"{family!r}); it exports: {', '.join(map(str, STATIC_EXPORTERS))}"
+        )
+    return STATIC_EXPORTERS[family](model, loader, min_firing_rate=min_firing_rate, max_batches=max_batches,
+                                    eval_loader=eval_loader, base=base, base_kwargs=base_kwargs)

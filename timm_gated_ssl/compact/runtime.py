@@ -7,21 +7,23 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ..attach import detach_gates, iter_gates, require_gates
+from ..attach import detach_gates, gate_family, iter_gates, require_gates
 from ..errors import UnsupportedModelError
-from ..gates import BlockGate
+from ..gates import BlockGate, gate_type_of
+from ..registry import Registry
 from .batching import BatchStrategy, check_strategy
 from .resnet import compact_resnet_block
 from .vit import compact_vit_block
 from .width import compact_width_block
 
-#: Builders tried in order; each returns a compact block or None when the block is not its family
-#: (width gates first: their blocks are ResNet blocks too).
-COMPACT_BUILDERS: list[Callable[[nn.Module, BlockGate, BatchStrategy], nn.Module | None]] = [
-    compact_width_block,
-    compact_resnet_block,
-    compact_vit_block,
-]
+CompactBuilder = Callable[[nn.Module, BlockGate, BatchStrategy], "nn.Module | None"]
+"""Builds the compact version of one gated block (None: a block class it does not know)."""
+
+COMPACT_BUILDERS: Registry[CompactBuilder] = Registry("compact block builder")
+"""Compact block builders by ``(gate_type, block family)``; a new gate type or family adds its own."""
+COMPACT_BUILDERS.add(("channel", "resnet"), compact_resnet_block)
+COMPACT_BUILDERS.add(("width", "resnet"), compact_width_block)
+COMPACT_BUILDERS.add(("channel", "vit"), compact_vit_block)
 
 
 def compact(model: nn.Module, *, batch_strategy: BatchStrategy = "union") -> nn.Module:
@@ -63,15 +65,13 @@ def compact(model: nn.Module, *, batch_strategy: BatchStrategy = "union") -> nn.
     replacements = []
     for name, gate in iter_gates(new):
         block = new.get_submodule(name)
-        built = None
-        for builder in COMPACT_BUILDERS:
-            built = builder(block, gate, batch_strategy)
-            if built is not None:
-                break
+        key = (gate_type_of(gate), gate_family(block, gate))
+        builder = COMPACT_BUILDERS.get(key)
+        built = builder(block, gate, batch_strategy) if builder is not None else None
         if built is None:
             raise UnsupportedModelError(
-                f"no compact implementation for gated block {name!r} ({type(block).__name__}); "
-                "supported: timm ResNet BasicBlock and Bottleneck, timm vision_transformer.Block"
+                f"no compact implementation for gated block {name!r} ({type(block).__name__}, gate "
+                f"type and family {key}); implemented: {', '.join(map(str, COMPACT_BUILDERS))}"
             )
         replacements.append((name, built.eval()))
     detach_gates(new)

@@ -36,9 +36,10 @@ import torch
 from timm.layers import BlurPool2d
 from torch import nn
 
-from ..attach import gate_mode, iter_gates
+from ..attach import gate_family, gate_mode, iter_gates
 from ..errors import InputShapeError
 from ..gates import BlockGate
+from ..registry import Registry
 from .inputs import check_images, check_input_size
 
 __all__ = [
@@ -134,13 +135,14 @@ class LayerStats:
 
 
 BlockCostFn = Callable[[nn.Module, BlockGate, LayerStats], "Sequence[CostTerm] | None"]
-"""Turns one gated block into cost terms; returns None for blocks of another family."""
+"""Turns one gated block into cost terms (None: the block is not of its family)."""
 
-BLOCK_COSTS: dict[str, BlockCostFn] = {}
+BLOCK_COSTS: Registry[BlockCostFn] = Registry("block cost function")
+"""Cost functions by block family (``attach.FAMILIES`` names)."""
 
 
 def register_block_cost(name: str) -> Callable[[BlockCostFn], BlockCostFn]:
-    """Decorator registering a block family's cost function under ``name``.
+    """Decorator registering a block family's cost function under the family's ``name``.
 
     The function receives ``(block, gate, stats)`` and returns the :class:`CostTerm` of every layer
     whose cost the block's masks change (or None when ``block`` is not of its family). Layers not
@@ -152,15 +154,11 @@ def register_block_cost(name: str) -> Callable[[BlockCostFn], BlockCostFn]:
         ...     if not isinstance(block, timm.models.vision_transformer.Block):
         ...         return None
         ...     return [CostTerm("mlp.fc1", stats.macs[block.mlp.fc1], ...), ...]
+
+    Raises:
+        ValueError: A cost function is already registered for ``name``.
     """
-
-    def wrap(fn: BlockCostFn) -> BlockCostFn:
-        if name in BLOCK_COSTS:
-            raise ValueError(f"a block cost family named {name!r} is already registered")
-        BLOCK_COSTS[name] = fn
-        return fn
-
-    return wrap
+    return BLOCK_COSTS.register(name)
 
 
 @dataclass(frozen=True)
@@ -360,16 +358,17 @@ def _build_table(
         block = model.get_submodule(name)
         if block not in ran:
             continue
-        for fn in BLOCK_COSTS.values():
-            terms = fn(block, gate, stats)
-            if terms is not None:
-                break
-        else:
+        family = gate_family(block, gate)
+        if family not in BLOCK_COSTS:
             raise TypeError(
-                f"no compute family knows gated block {name!r} ({type(block).__name__}); "
-                f"registered: {', '.join(BLOCK_COSTS) or 'none'}. Register one with "
+                f"no compute family knows gated block {name!r} ({type(block).__name__}, family "
+                f"{family!r}); registered: {', '.join(map(str, BLOCK_COSTS)) or 'none'}. Register one with "
                 "timm_gated_ssl.compute.register_block_cost"
             )
+        terms = BLOCK_COSTS[family](block, gate, stats)
+        if terms is None:
+            raise TypeError(f"the {family!r} cost function does not know gated block {name!r} "
+                            f"({type(block).__name__})")
         extra += sum(t.macs for t in terms if not t.in_dense)
         blocks.append(BlockCost(name=name, terms=tuple(terms), gate_macs=gate.net.macs))
     dense = sum(stats.macs.values()) + extra

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 from torch import nn
@@ -56,8 +56,17 @@ def _in_backward() -> bool:
     return torch._C._current_graph_task_id() != -1
 
 
+class GateSpec(Protocol):
+    """What a gate is built from: the gating layout of its block (``attach.BlockSpec``)."""
+
+    in_channels: int
+    widths: tuple[int, ...]
+    pooling: Pooling
+    groups: int
+
+
 class BlockGate(nn.Module):
-    """Per-sample channel gates for one block.
+    """Per-sample channel gates for one block (``gate_type="channel"``, the paper's gates).
 
     Args:
         in_channels: Channels (or embedding width) of the block input the gate reads.
@@ -97,6 +106,16 @@ class BlockGate(nn.Module):
         self._active: tuple[torch.Tensor, ...] | None = None
         self.mask_points: tuple[MaskPoint, ...] = ()
         self.norm_paths: tuple[str, ...] = ()
+        self.family: str | None = None  # the block family it was attached to (set by attach_gates)
+
+    #: Block families (``attach.FAMILIES`` names) this gate type can gate; None: every family.
+    families: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def from_spec(cls, spec: GateSpec, *, config: GateConfig,
+                  norms: Mapping[str, nn.Module] | None = None) -> BlockGate:
+        """The gate of a block with layout ``spec`` (how ``attach_gates`` builds every gate type)."""
+        return cls(spec.in_channels, spec.widths, config=config, norms=norms, pooling=spec.pooling)
 
     # ----------------------------------------------------------------------------------- masks
     def pool(self, x: torch.Tensor) -> torch.Tensor:

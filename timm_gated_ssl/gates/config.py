@@ -9,9 +9,6 @@ from ..errors import check_budget
 from .estimator import DEFAULT_TAU
 
 GATE_MODES = ("dense", "gated")
-#: ``"channel"``: the paper's per-channel gates (default); ``"width"``: a per-input prefix width
-#: chosen among ``levels`` levels (DS-Net style, ``gates/width.py``, ``docs/width_gates.md``).
-GATE_TYPES = ("channel", "width")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,8 +22,8 @@ class GateConfig:
             gated copies start as copies of the dense ones.
         tau: Temperature of the straight-through gate estimator.
         reduction: Hidden width of the gate network is ``C_in // reduction``.
-        gate_type: ``"channel"`` (the paper's per-channel gates) or ``"width"`` (one prefix width
-            per block and input, chosen among ``levels`` levels).
+        gate_type: A key of ``gates.GATE_CLASSES``: ``"channel"`` (the paper's per-channel gates)
+            or ``"width"`` (one prefix width per block and input, chosen among ``levels`` levels).
         levels: Number of width levels of a ``"width"`` gate (level ``k`` keeps ``k / levels`` of
             each gated width); at least 2. Ignored by channel gates.
     """
@@ -46,8 +43,11 @@ class GateConfig:
             raise ValueError(f"tau must be a positive number, got {self.tau!r}")
         if isinstance(self.reduction, bool) or not isinstance(self.reduction, int) or self.reduction < 1:
             raise ValueError(f"reduction must be an integer >= 1, got {self.reduction!r}")
-        if self.gate_type not in GATE_TYPES:
-            raise ValueError(f"unknown gate_type {self.gate_type!r}; valid gate types: {', '.join(GATE_TYPES)}")
+        from .types import GATE_CLASSES  # the registry imports the gate classes, which import this
+
+        if self.gate_type not in GATE_CLASSES:
+            raise ValueError(f"unknown gate_type {self.gate_type!r}; valid gate types: "
+                             f"{', '.join(map(str, GATE_CLASSES))}")
         if isinstance(self.levels, bool) or not isinstance(self.levels, int) or self.levels < 2:
             raise ValueError(f"levels (gate_levels) must be an integer >= 2, got {self.levels!r}")
 

@@ -38,12 +38,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .block_gate import BlockGate, Pooling
+from .block_gate import BlockGate, GateSpec, Pooling
 from .config import GateConfig
 from .network import GateNetwork
 
@@ -141,6 +142,16 @@ class WidthGate(BlockGate):
     Raises:
         ValueError: ``config.levels`` exceeds what a width allows (see :func:`level_sizes`).
     """
+
+    # ResNets only: a prefix over a ViT's 3-12 heads leaves too few levels for a useful level set.
+    families: ClassVar[tuple[str, ...] | None] = ("resnet",)
+
+    @classmethod
+    def from_spec(cls, spec: GateSpec, *, config: GateConfig,
+                  norms: Mapping[str, nn.Module] | None = None) -> WidthGate:
+        """The width gate of a block with layout ``spec`` (its ``groups`` are kept whole)."""
+        return cls(spec.in_channels, spec.widths, config=config, norms=norms, pooling=spec.pooling,
+                   groups=spec.groups)
 
     def __init__(
         self,
