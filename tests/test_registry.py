@@ -12,8 +12,8 @@ import timm_gated_ssl  # noqa: F401
 from timm_gated_ssl import attach_gates, compact, count_macs, gate_mode, iter_gates
 from timm_gated_ssl.attach import FAMILIES
 from timm_gated_ssl.compact import STATIC_EXPORTERS
-from timm_gated_ssl.compact.runtime import COMPACT_BUILDERS
 from timm_gated_ssl.compact.resnet import compact_resnet_block
+from timm_gated_ssl.compact.runtime import COMPACT_BUILDERS
 from timm_gated_ssl.compute import BLOCK_COSTS
 from timm_gated_ssl.gates import GATE_CLASSES, GATE_TYPES, BlockGate, GateConfig, WidthGate
 from timm_gated_ssl.registry import Registry, RegistryKeyError
