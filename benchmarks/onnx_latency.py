@@ -46,7 +46,7 @@ from timm_gated_ssl import (
     export_static,
     gate_mode,
 )
-from timm_gated_ssl.eval.loading import load_run
+from timm_gated_ssl.hub import load_run
 
 PRESETS: dict[str, dict[str, Any]] = {
     # (model, image size, big batch); repeats at batch 1 / big batch; images per batch-1 call; calibration

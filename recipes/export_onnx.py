@@ -27,9 +27,9 @@ from timm_gated_ssl import export_onnx, export_static, gate_mode, has_gates, set
 from timm_gated_ssl.cli import exit_status, run_main
 from timm_gated_ssl.data import EvalDataset, build_eval_transform, load_image_dataset
 from timm_gated_ssl.errors import ConfigError, NoGatesError, check_budget
-from timm_gated_ssl.eval.loading import load_run
 from timm_gated_ssl.export import onnx_max_abs_diff
 from timm_gated_ssl.export.onnx import check_onnx_output
+from timm_gated_ssl.hub import load_run
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -32,12 +32,11 @@ from timm.scheduler import CosineLRScheduler
 from tqdm.auto import tqdm
 
 import timm_gated_ssl
-from timm_gated_ssl import gate_config, has_gates
+from timm_gated_ssl import gate_config, gate_offset, has_gates
 from timm_gated_ssl.budget import BudgetLoss, gated_param_groups
 from timm_gated_ssl.calibration import budget_key
 from timm_gated_ssl.cli import add_training_run_arguments, exit_status, run_main, warn_slow_bf16
 from timm_gated_ssl.errors import ConfigError, NoGatesError
-from timm_gated_ssl.eval.loading import load_run
 from timm_gated_ssl.files import check_output_dir, refuse_overlap
 from timm_gated_ssl.finetune import (
     DualClassifier,
@@ -55,6 +54,7 @@ from timm_gated_ssl.finetune import (
 )
 from timm_gated_ssl.finetune.budgets import calibrate_keeping_operating_point, recalibrate
 from timm_gated_ssl.finetune.heads import running
+from timm_gated_ssl.hub import load_run
 from timm_gated_ssl.recipe import (
     check_budget_reachable,
     check_resume,
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         if config.budgets:
             calibrated = calibrate_keeping_operating_point(backbone, data.calibration, config.budgets,
                                                            tol=config.calibration_tol)
-        offset = float(next(iter(timm_gated_ssl.iter_gates(backbone)))[1].logit_offset) if gated else None
+        offset = gate_offset(backbone) if gated else None
         specs = head_specs(backbone, budget=trained_budget, offset=offset, calibrated=calibrated)
         backbone.eval().requires_grad_(False)
         model: torch.nn.Module = LinearHeads(specs, backbone.num_features, num_classes,

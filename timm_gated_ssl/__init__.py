@@ -27,7 +27,14 @@ from .attach import (
     set_gate_noise,
 )
 from .budget import BoundLoss, BudgetLoss, ComputeLoss, gated_param_groups
-from .calibration import calibrate_budget, calibrated_budgets, mac_floor, set_budget
+from .calibration import (
+    calibrate_budget,
+    calibrated_budgets,
+    gate_offset,
+    mac_floor,
+    set_budget,
+    set_gate_offset,
+)
 from .compact import compact, export_static, load_static
 from .compute import MacCount, count_macs, gated_macs
 from .errors import (
@@ -70,6 +77,7 @@ __all__ = [
     "gate_config",
     "gate_masks",
     "gate_mode",
+    "gate_offset",
     "gated_macs",
     "gated_param_groups",
     "get_gate_mode",
@@ -82,4 +90,5 @@ __all__ = [
     "set_budget",
     "set_gate_mode",
     "set_gate_noise",
+    "set_gate_offset",
 ]

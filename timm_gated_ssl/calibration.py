@@ -46,7 +46,8 @@ from .compute.core import _eval_and_restore, _unwrap, cost_table, count_macs
 from .errors import CalibrationError, UncalibratedBudgetError, check_budget
 
 __all__ = [
-    "CalibrationResult", "budget_key", "calibrate_budget", "calibrated_budgets", "mac_floor", "set_budget",
+    "CalibrationResult", "budget_key", "calibrate_budget", "calibrated_budgets", "gate_offset", "mac_floor",
+    "set_budget", "set_gate_offset",
 ]
 
 TABLE_ATTR = "calibrated_budgets"
@@ -107,7 +108,7 @@ def mac_floor(model: nn.Module, input_size: Sequence[int], *, include_linear: bo
     saved = [gate.logit_offset.clone() for _, gate in gates]
     reference = next(model.parameters())
     try:
-        _set_offset(model, math.inf)
+        set_gate_offset(model, math.inf)
         count = count_macs(model, torch.zeros((1, *input_size), device=reference.device, dtype=reference.dtype),
                            include_linear=include_linear)
     finally:
@@ -116,9 +117,26 @@ def mac_floor(model: nn.Module, input_size: Sequence[int], *, include_linear: bo
     return count.mean_ratio
 
 
-def _set_offset(model: nn.Module, offset: float) -> None:
+def gate_offset(model: nn.Module) -> float:
+    """The gate-logit offset the model's gates run at (``logit - offset >= 0`` is on; every gate of
+    a model shares one offset: what :func:`calibrate_budget` and :func:`set_budget` move).
+
+    Raises:
+        NoGatesError: ``model`` has no gates.
+    """
+    return float(require_gates(model)[0][1].logit_offset)
+
+
+def set_gate_offset(model: nn.Module, offset: float) -> None:
+    """Run every gate of ``model`` at ``offset`` (``math.inf``: every gate off).
+
+    Raises:
+        NoGatesError: ``model`` has no gates.
+    """
     for _, gate in require_gates(model):
         gate.logit_offset.fill_(offset)
+
+
 
 
 def _record(model: nn.Module, budget: float, offset: float) -> None:
@@ -167,7 +185,7 @@ def set_budget(model: nn.Module, budget: float) -> nn.Module:
             f"budget {budget:g} has not been calibrated for this model; calibrated budgets: {known}. "
             f"Run timm_gated_ssl.calibrate_budget(model, loader, {budget:g}) first"
         )
-    _set_offset(root, float(table[key]))
+    set_gate_offset(root, float(table[key]))
     _remember_operating_point(root, budget)
     return model
 
@@ -228,7 +246,7 @@ class _Evaluator:
     def __call__(self, offset: float) -> tuple[float, int, int]:
         """``(fraction, images, dense MACs per image of the first batch)`` at ``offset``."""
         self.evaluations += 1
-        _set_offset(self.model, offset)
+        set_gate_offset(self.model, offset)
         gated = dense = 0.0
         count = first_dense = 0
         scale = [0.0, 0]
@@ -304,13 +322,13 @@ def calibrate_budget(
     root = _unwrap(model)
     gates = require_gates(root)
     saved_masks = [g.masks for _, g in gates]
-    original = float(gates[0][1].logit_offset)
+    original = gate_offset(root)
     try:
         with _eval_and_restore(root):
             result = _search(root, loader, target, tol=tol, max_evaluations=max_evaluations,
                              max_batches=max_batches, cache=cache, include_linear=include_linear)
     except BaseException:
-        _set_offset(root, original)
+        set_gate_offset(root, original)
         raise
     finally:
         for (_, g), masks in zip(gates, saved_masks):
@@ -328,8 +346,8 @@ def _search(model: nn.Module, loader: Iterable[Any], target: float, *, tol: floa
     best: tuple[float, float] | None = None  # (offset, fraction) closest to target
 
     def done(offset: float, fraction: float, images: int, dense: int) -> CalibrationResult:
-        _set_offset(model, offset)
-        offset = float(require_gates(model)[0][1].logit_offset)  # as stored (buffer dtype)
+        set_gate_offset(model, offset)
+        offset = gate_offset(model)  # as stored (buffer dtype)
         return CalibrationResult(target, offset, fraction, evaluate.evaluations, images, dense)
 
     def probe(offset: float) -> tuple[float, int, int]:

@@ -14,7 +14,7 @@ Example:
     ... )
     >>> print(result.to_markdown())  # doctest: +SKIP
 
-Loading the checkpoint is ``loading.py``, the protocol's splits ``protocol_data.py`` and the files
+Loading the checkpoint is ``hub/checkpoint.py``, the protocol's splits ``protocol_data.py`` and the files
 written ``outputs.py``; this module extracts features per mode and budget and scores them.
 """
 
@@ -30,17 +30,23 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ..attach import gate_config, gate_masks, gate_mode, has_gates, iter_gates
-from ..calibration import budget_key, calibrate_budget, calibrated_budgets
+from ..attach import gate_config, gate_masks, gate_mode, has_gates
+from ..calibration import (
+    budget_key,
+    calibrate_budget,
+    calibrated_budgets,
+    gate_offset,
+    set_gate_offset,
+)
 from ..compute import CostTable, cost_table
 from ..data import EvalDataset, ImageDataset, build_eval_transform
 from ..errors import NoGatesError, check_budget
 from ..files import check_output_dir, refuse_overlap
+from ..hub.checkpoint import load_run
 from .channel_usage import ChannelUsage, channel_usage_from_masks
 from .features import extract_features
 from .knn import knn_accuracy
 from .linear_probe import linear_probe_repeated
-from .loading import load_run
 from .outputs import export_calibrated, write_outputs
 from .protocol_data import prepare_data
 from .report import EvaluationResult, ModeEvaluation
@@ -124,15 +130,6 @@ def _extract(
         masks[name] = packed[:, start : start + width] > 0.5
         start += width
     return _Pass(features, fraction=packed[:, start].double(), masks=masks)
-
-
-def _offset(model: nn.Module) -> float:
-    return float(next(iter(iter_gates(model)))[1].logit_offset)
-
-
-def _set_offset(model: nn.Module, offset: float) -> None:
-    for _, gate in iter_gates(model):
-        gate.logit_offset.fill_(offset)
 
 
 # ------------------------------------------------------------------------------- the metrics
@@ -427,7 +424,7 @@ def evaluate_checkpoint(
             )
         )
     else:
-        original = _offset(model)
+        original = gate_offset(model)
         trained_budget = gate_config(model).budget
         try:
             if budget_list:  # calibrate first: an unreachable budget fails before the long passes
@@ -443,7 +440,7 @@ def evaluate_checkpoint(
 
                         offset = float(broadcast(torch.tensor([offset], device=device))[0])
                     offsets[budget], calibration_fraction[budget] = offset, result.mac_fraction
-                _set_offset(model, original)
+                set_gate_offset(model, original)
 
             train_pass, test_pass = run("dense", "dense")
             entries.append(
@@ -466,7 +463,7 @@ def evaluate_checkpoint(
             # evaluated (e.g. the checkpoint's own, when training met the budget) reuses its passes.
             passes: dict[float, tuple[_Pass, _Pass]] = {}
             for budget, offset, calibrated, calib_fraction in points:
-                _set_offset(model, offset)
+                set_gate_offset(model, offset)
                 tag = f"gated t_d={budget:g}" + (" cal" if calibrated else "")
                 if offset not in passes:
                     passes[offset] = run("gated", tag)
@@ -482,12 +479,12 @@ def evaluate_checkpoint(
                         macs=dense_macs * float(test_pass.fraction.mean()),
                         calibrated=calibrated,
                         calibration_mac_fraction=calib_fraction,
-                        gate_offset=float(_offset(model)),
+                        gate_offset=float(gate_offset(model)),
                         **common,
                     )
                 )
         finally:
-            _set_offset(model, original)
+            set_gate_offset(model, original)
             model.train(was_training)
 
     if baseline is not None:

@@ -13,15 +13,15 @@ from typing import Any
 
 from torch import nn
 
-from ..attach import iter_gates
-from ..calibration import TABLE_ATTR, CalibrationResult, calibrate_budget
-from .heads import set_offset
+from ..calibration import (
+    TABLE_ATTR,
+    CalibrationResult,
+    calibrate_budget,
+    gate_offset,
+    set_gate_offset,
+)
 
 __all__ = ["calibrate_keeping_operating_point", "recalibrate"]
-
-
-def _offset(model: nn.Module) -> float:
-    return float(next(iter(iter_gates(model)))[1].logit_offset)
 
 
 def calibrate_keeping_operating_point(
@@ -30,10 +30,10 @@ def calibrate_keeping_operating_point(
     """Calibrate ``budgets`` into the table (``{budget: offset}`` returned) and put the model back
     at the threshold and ``budget`` argument it had, so its export still runs where it was trained
     (linear mode: the backbone is frozen, so the table stays valid)."""
-    offset = _offset(model)
+    offset = gate_offset(model)
     args = dict(getattr(model, "_model_args", None) or {})
     offsets = {b: calibrate_budget(model, loader, b, tol=tol).offset for b in budgets}
-    set_offset(model, offset)
+    set_gate_offset(model, offset)
     if "budget" in args:
         model._model_args = {**model._model_args, "budget": args["budget"]}
     return offsets

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attach import gate_masks, gate_mode, has_gates, iter_gates
+from ..attach import gate_masks, gate_mode, has_gates
 from ..budget import BudgetLoss
-from ..calibration import budget_key
+from ..calibration import budget_key, gate_offset, set_gate_offset
 from ..compute import cost_table
 from ..eval.features import extract_features
 from ..recipe.dual import StepOutput
@@ -70,26 +70,20 @@ def head_specs(backbone: nn.Module, *, budget: float | None, offset: float | Non
     return specs
 
 
-def set_offset(backbone: nn.Module, offset: float) -> None:
-    for _, gate in iter_gates(backbone):
-        gate.logit_offset.fill_(offset)
-
-
 @contextlib.contextmanager
 def running(backbone: nn.Module, spec: HeadSpec) -> Iterator[None]:
     """Run the body in ``spec``'s mode (and gate offset); both are restored afterwards."""
     if spec.mode == "vanilla":
         yield
         return
-    gates = list(iter_gates(backbone))
-    saved = float(gates[0][1].logit_offset)
+    saved = gate_offset(backbone)
     if spec.offset is not None:
-        set_offset(backbone, spec.offset)
+        set_gate_offset(backbone, spec.offset)
     try:
         with gate_mode(backbone, spec.mode):
             yield
     finally:
-        set_offset(backbone, saved)
+        set_gate_offset(backbone, saved)
 
 
 def pooled_features(backbone: nn.Module, images: Tensor) -> Tensor:

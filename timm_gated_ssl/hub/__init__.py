@@ -11,6 +11,7 @@ See ``docs/hub.md``.
 """
 
 from .card import BIBTEX, build_model_card, load_results
+from .checkpoint import LoadedCheckpoint, load_checkpoint, load_run
 from .errors import (
     CheckpointError,
     HubAuthError,
@@ -45,6 +46,7 @@ __all__ = [
     "HubOfflineError",
     "HubRepoNotFoundError",
     "InvalidRepoIdError",
+    "LoadedCheckpoint",
     "MissingTokenError",
     "PretrainedEntry",
     "PushResult",
@@ -53,8 +55,10 @@ __all__ = [
     "check_architecture",
     "check_repo_id",
     "entry_from_hub",
+    "load_checkpoint",
     "load_from_hub",
     "load_results",
+    "load_run",
     "push_to_hub",
     "register_pretrained",
     "registered_pretrained",
