@@ -16,13 +16,11 @@ docs/reproduce.md).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from collections.abc import Sequence
 
 from accelerate import Accelerator
 
-from timm_gated_ssl.cli import HANDLED_ERRORS, one_line, warn_slow_bf16
+from timm_gated_ssl.cli import exit_status, run_main, warn_slow_bf16
 from timm_gated_ssl.eval import evaluate_checkpoint
 from timm_gated_ssl.eval.outputs import channel_usage_markdown
 
@@ -62,25 +60,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
     warn_slow_bf16(accelerator)
-    try:
-        result = evaluate_checkpoint(
-            args.checkpoint, dataset=args.dataset, train_split=args.train_split,
-            test_split=args.test_split, image_size=args.image_size, data_dir=args.data_dir,
-            hub_id=args.hub_id, budgets=args.budgets, calibration_split=args.calibration_split,
-            calibration_size=args.calibration_size, calibration_tol=args.calibration_tol,
-            max_train=args.max_train, knn_k=args.knn_k, linear_epochs=args.linear_epochs,
-            linear_seeds=args.linear_seeds, batch_size=args.batch_size, num_workers=args.num_workers,
-            accelerator=accelerator, progress=not args.no_progress, vanilla=args.vanilla,
-            output_dir=args.output_dir, export_dir=args.export_dir, model_name=args.model_name,
-            seed=args.seed,
-        )
-    except (*HANDLED_ERRORS, RuntimeError, MemoryError) as error:  # one line, no traceback (timm_gated_ssl.cli)
-        line = one_line(error)
-        if line is None:
-            raise
-        if accelerator.is_main_process:
-            print(line, file=sys.stderr)
-        return 2
+    result = evaluate_checkpoint(
+        args.checkpoint, dataset=args.dataset, train_split=args.train_split,
+        test_split=args.test_split, image_size=args.image_size, data_dir=args.data_dir,
+        hub_id=args.hub_id, budgets=args.budgets, calibration_split=args.calibration_split,
+        calibration_size=args.calibration_size, calibration_tol=args.calibration_tol,
+        max_train=args.max_train, knn_k=args.knn_k, linear_epochs=args.linear_epochs,
+        linear_seeds=args.linear_seeds, batch_size=args.batch_size, num_workers=args.num_workers,
+        accelerator=accelerator, progress=not args.no_progress, vanilla=args.vanilla,
+        output_dir=args.output_dir, export_dir=args.export_dir, model_name=args.model_name,
+        seed=args.seed,
+    )
     if accelerator.is_main_process:
         usage = channel_usage_markdown(result)
         print(result.to_markdown() + ("\n" + usage if usage else ""))
@@ -89,8 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def cli(argv: Sequence[str] | None = None) -> int:
+    """``main`` with bad input reported as one ``error: ...`` line on stderr (exit status 2)."""
+    return exit_status(main, argv)
+
+
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # gloo may abort at interpreter exit after the work is done (as recipes/pretrain.py)
+    run_main(main, hard_exit=True)  # os._exit: gloo may abort at interpreter exit after the work is done

@@ -21,39 +21,34 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
-from timm.optim import create_optimizer_v2
-from timm.scheduler import CosineLRScheduler
 from tqdm.auto import tqdm
 
-import timm_gated_ssl
-from timm_gated_ssl import gate_config, gate_offset, has_gates
-from timm_gated_ssl.budget import BudgetLoss, gated_param_groups
-from timm_gated_ssl.calibration import budget_key
+from timm_gated_ssl import gate_config, has_gates
 from timm_gated_ssl.cli import add_training_run_arguments, exit_status, run_main, warn_slow_bf16
 from timm_gated_ssl.errors import ConfigError, NoGatesError
 from timm_gated_ssl.files import check_output_dir, refuse_overlap
 from timm_gated_ssl.finetune import (
-    DualClassifier,
     FinetuneConfig,
     FinetuneState,
-    HeadResult,
     HeadSpec,
-    LinearHeads,
     build_finetune_data,
     build_results,
     evaluate_heads,
     export_classifier,
-    head_specs,
-    pooled_features,
 )
-from timm_gated_ssl.finetune.budgets import calibrate_keeping_operating_point, recalibrate
-from timm_gated_ssl.finetune.heads import running
+from timm_gated_ssl.finetune.phases import (
+    full_heads,
+    full_phase,
+    linear_phase,
+    result_rows,
+    rows_to_results,
+    step,
+)
 from timm_gated_ssl.hub import load_run
 from timm_gated_ssl.recipe import (
     check_budget_reachable,
@@ -63,6 +58,7 @@ from timm_gated_ssl.recipe import (
     resolve_checkpoint,
     save_training_state,
 )
+from timm_gated_ssl.recipe.optim import build_optimizer, build_scheduler
 from timm_gated_ssl.recipe.outputs import non_finite_loss_error, write_json
 
 
@@ -133,39 +129,20 @@ def main(argv: list[str] | None = None) -> None:
     backbone.to(accelerator.device)
 
     # ---- heads (+ backbone in full mode)
+    specs: list[HeadSpec] = []
     if config.mode == "linear":
-        calibrated = {}
-        if config.budgets:
-            calibrated = calibrate_keeping_operating_point(backbone, data.calibration, config.budgets,
-                                                           tol=config.calibration_tol)
-        offset = gate_offset(backbone) if gated else None
-        specs = head_specs(backbone, budget=trained_budget, offset=offset, calibrated=calibrated)
-        backbone.eval().requires_grad_(False)
-        model: torch.nn.Module = LinearHeads(specs, backbone.num_features, num_classes,
-                                             label_smoothing=config.label_smoothing)
+        model, specs = linear_phase(backbone, config, num_classes=num_classes, gated=gated,
+                                    trained_budget=trained_budget, calibration=data.calibration)
     else:
-        budget_loss = BudgetLoss(target, compute_weight=config.budget_weight,
-                                 bound_weight=config.bound_weight, bound_schedule="epoch",
-                                 alpha=config.bound_alpha)
-        model = DualClassifier(backbone, num_classes, budget_loss=budget_loss,
-                               label_smoothing=config.label_smoothing)
-        if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
-            model = timm_gated_ssl.convert_sync_batchnorm(model)
+        model = full_phase(backbone, config, num_classes=num_classes, target=target, accelerator=accelerator)
 
     # ---- optimizer (timm) and per-step schedule: warm-up then cosine, restarted for every seed
     updates_per_epoch = max(len(data.train) // accelerator.num_processes, 1)
     total_updates = config.epochs * updates_per_epoch
     lr = config.lr * config.batch_size * accelerator.num_processes / 256
-    optimizer = create_optimizer_v2(
-        gated_param_groups(model, weight_decay=config.weight_decay),
-        opt="larc" if config.optimizer == "lars" else config.optimizer, lr=lr,
-        weight_decay=config.weight_decay, momentum=config.momentum,
-    )
-    scheduler = CosineLRScheduler(
-        optimizer, t_initial=total_updates, lr_min=config.min_lr,
-        warmup_t=int(config.warmup_epochs * updates_per_epoch), warmup_lr_init=0.0,
-        warmup_prefix=True, t_in_epochs=False,
-    )
+    optimizer = build_optimizer(model, config, lr=lr)
+    scheduler = build_scheduler(optimizer, total_updates=total_updates, min_lr=config.min_lr,
+                                warmup_updates=int(config.warmup_epochs * updates_per_epoch))
     model, optimizer, loader = accelerator.prepare(model, optimizer, data.train)
     test_loader = accelerator.prepare_data_loader(data.test)  # sharded; results gathered
     state = FinetuneState()
@@ -193,15 +170,8 @@ def main(argv: list[str] | None = None) -> None:
                 model.train()
                 for images, labels in batches:
                     epoch_float = state.epoch + state.batch_in_epoch / max(len(loader), 1)
-                    if config.mode == "linear":
-                        with torch.no_grad(), accelerator.autocast():
-                            features = {}
-                            for spec in specs:
-                                with running(backbone, spec):
-                                    features[spec.key] = pooled_features(backbone, images)
-                        out = model(features, labels)
-                    else:
-                        out = model(images, labels, epoch=epoch_float, progress=state.step / max(total_updates, 1))
+                    out = step(model, backbone, specs, images, labels, mode=config.mode, epoch=epoch_float,
+                               progress=state.step / max(total_updates, 1), accelerator=accelerator)
                     bad = (~torch.isfinite(out.loss.detach())).float().reshape(1)
                     if accelerator.reduce(bad, "sum").item() > 0:
                         raise non_finite_loss_error(
@@ -235,8 +205,7 @@ def main(argv: list[str] | None = None) -> None:
             if len(state.finished) == state.run:  # not yet evaluated (a resumed finished run is)
                 results = evaluate_heads(backbone, dict(unwrapped.heads.items()), specs, test_loader,
                                          image_size=image_size, accelerator=accelerator)
-                state.finished.append([{**asdict(r.spec), "top1": r.top1, "macs": r.macs,
-                                        "mac_fraction": r.mac_fraction} for r in results])
+                state.finished.append(result_rows(results))
                 accelerator.print(f"seed {seed}: " + ", ".join(f"{r.spec.name} {r.top1:.2f}" for r in results))
             if state.run + 1 == len(config.seeds):
                 break
@@ -258,22 +227,13 @@ def main(argv: list[str] | None = None) -> None:
                                   "world_size": accelerator.num_processes, "wall_time_s": wall_time,
                                   "images_per_s": (state.images_seen - start_images) / max(wall_time, 1e-9)}
     if config.mode == "full":
-        backbone.eval()
-        calibration = recalibrate(backbone, data.calibration, target, config.budgets, tol=config.calibration_tol)
-        metrics["calibration_mac_fraction"] = calibration[target].mac_fraction
-        specs = [HeadSpec("dense", "dense"),
-                 HeadSpec("gated", "gated", target, calibration[target].offset, True)]
-        specs += [HeadSpec(f"gated_t{budget_key(b)}", "gated", b, r.offset, True)
-                  for b, r in calibration.items() if b != target]
-        trained = dict(unwrapped.heads.heads.items())
-        heads = {s.key: trained["dense" if s.mode == "dense" else "gated"] for s in specs}
+        specs, heads, metrics["calibration_mac_fraction"] = full_heads(
+            backbone, dict(unwrapped.heads.heads.items()), config, target=target, calibration=data.calibration)
         results = evaluate_heads(backbone, heads, specs, test_loader, image_size=image_size, accelerator=accelerator)
-        state.finished = [[{**asdict(r.spec), "top1": r.top1, "macs": r.macs, "mac_fraction": r.mac_fraction}
-                           for r in results]]
+        state.finished = [result_rows(results)]
     else:
         heads = dict(unwrapped.heads.items())
-    runs = [[HeadResult(HeadSpec(**{k: v for k, v in row.items() if k in HeadSpec.__dataclass_fields__}),
-                        row["top1"], row["macs"], row["mac_fraction"]) for row in run] for run in state.finished]
+    runs = rows_to_results(state.finished)
     evaluation = build_results(
         runs, mode=config.mode, model_name=loaded.name, dataset=str(config.dataset), split=config.test_split,
         protocol={"checkpoint": loaded.source, "mode": config.mode, "train_split": config.train_split,

@@ -19,13 +19,12 @@ import timm
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
-from timm.scheduler import CosineLRScheduler
 from tqdm.auto import tqdm
 
 import timm_gated_ssl
 from timm_gated_ssl import gate_mode, has_gates
 from timm_gated_ssl.budget import BudgetLoss
-from timm_gated_ssl.cli import add_training_run_arguments, run_main, warn_slow_bf16
+from timm_gated_ssl.cli import add_training_run_arguments, exit_status, run_main, warn_slow_bf16
 from timm_gated_ssl.compute import count_macs
 from timm_gated_ssl.errors import ConfigError
 from timm_gated_ssl.eval import extract_features, knn_accuracy
@@ -50,7 +49,7 @@ from timm_gated_ssl.recipe.data import (
     build_train_loader,
     load_train_split,
 )
-from timm_gated_ssl.recipe.optim import build_optimizer
+from timm_gated_ssl.recipe.optim import build_optimizer, build_scheduler
 from timm_gated_ssl.recipe.outputs import non_finite_loss_error, write_json
 from timm_gated_ssl.ssl import FeatureDistillLoss, build_ssl_objective, cosine_momentum_schedule
 
@@ -160,11 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     global_batch = config.batch_size * accelerator.num_processes * config.grad_accum_steps
     lr = config.lr * global_batch / 256
     optimizer = build_optimizer(model, config, lr=lr)
-    scheduler = CosineLRScheduler(
-        optimizer, t_initial=total_updates, lr_min=config.min_lr,
-        warmup_t=int(config.warmup_epochs * updates_per_epoch), warmup_lr_init=0.0,
-        warmup_prefix=True, t_in_epochs=False,
-    )
+    scheduler = build_scheduler(optimizer, total_updates=total_updates, min_lr=config.min_lr,
+                                warmup_updates=int(config.warmup_epochs * updates_per_epoch))
 
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     state = TrainState()
@@ -270,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         print("final: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     accelerator.end_training()
     return 130 if interrupted else 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``main`` with bad input reported as one ``error: ...`` line on stderr (exit status 2)."""
+    return exit_status(main, argv)
 
 
 if __name__ == "__main__":

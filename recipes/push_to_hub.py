@@ -12,10 +12,9 @@ The checkpoint directory holds ``config.json`` and ``model.safetensors`` as writ
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
-from timm_gated_ssl.cli import HANDLED_ERRORS, error_line
+from timm_gated_ssl.cli import exit_status, run_main
 from timm_gated_ssl.hub import push_to_hub
 
 
@@ -36,15 +35,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        result = push_to_hub(
-            args.checkpoint, args.repo_id, results=args.results, private=args.private,
-            token=args.token, revision=args.revision, commit_message=args.commit_message,
-            datasets=args.dataset, license=args.license, ssl_method=args.ssl_method,
-        )
-    except HANDLED_ERRORS as err:  # one clear line, no traceback (timm_gated_ssl.cli)
-        print(error_line(err), file=sys.stderr)
-        return 2
+    result = push_to_hub(
+        args.checkpoint, args.repo_id, results=args.results, private=args.private,
+        token=args.token, revision=args.revision, commit_message=args.commit_message,
+        datasets=args.dataset, license=args.license, ssl_method=args.ssl_method,
+    )
     print(f"pushed {', '.join(result.files)} to {result.repo_url} ({result.revision})")
     if result.deleted:
         print(f"removed stale files: {', '.join(result.deleted)}")
@@ -54,5 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def cli(argv: Sequence[str] | None = None) -> int:
+    """``main`` with bad input reported as one ``error: ...`` line on stderr (exit status 2)."""
+    return exit_status(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

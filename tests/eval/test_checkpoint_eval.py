@@ -244,9 +244,9 @@ def test_recipe_cli(checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[
         "--cpu",
         "--no_progress",
     ]
-    assert recipe.main(["--checkpoint", str(checkpoints["vanilla"]), "--budgets", "2", *args]) == 2
+    assert recipe.cli(["--checkpoint", str(checkpoints["vanilla"]), "--budgets", "2", *args]) == 2
     assert "error: each budget must be in (0, 1]" in capsys.readouterr().err
-    assert recipe.main(["--checkpoint", str(checkpoints["vanilla"]), *args]) == 0
+    assert recipe.cli(["--checkpoint", str(checkpoints["vanilla"]), *args]) == 0
     assert "| vanilla | - |" in capsys.readouterr().out
 
 

@@ -89,7 +89,7 @@ def _evaluate_recipe() -> Any:
 
 def test_the_recipe_refuses_a_one_image_bank(checkpoint: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    code = _evaluate_recipe().main(["--checkpoint", str(checkpoint), "--dataset", "digits", "--image_size", "16",
+    code = _evaluate_recipe().cli(["--checkpoint", str(checkpoint), "--dataset", "digits", "--image_size", "16",
                                     "--max_train", "1", "--cpu", "--no_progress",
                                     "--output_dir", str(tmp_path / "eval")])
     line = one_error_line(code, capsys.readouterr().err)

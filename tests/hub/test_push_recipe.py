@@ -22,7 +22,7 @@ def test_recipe_pushes_a_checkpoint_dir(hub, gated_model, results_dict, tmp_path
     ckpt = tmp_path / "export"
     save_for_hf(gated_model, ckpt, safe_serialization=True)
     (tmp_path / "results.json").write_text(json.dumps(results_dict))
-    code = _recipe().main(["--checkpoint", str(ckpt), "--repo_id", "loopback-org/recipe-test",
+    code = _recipe().cli(["--checkpoint", str(ckpt), "--repo_id", "loopback-org/recipe-test",
                            "--results", str(tmp_path / "results.json"), "--private",
                            "--ssl_method", "vicreg", "--dataset", "cifar10"])
     out = capsys.readouterr().out
@@ -33,6 +33,6 @@ def test_recipe_pushes_a_checkpoint_dir(hub, gated_model, results_dict, tmp_path
 
 
 def test_recipe_reports_errors_in_one_line(hub, tmp_path, capsys) -> None:
-    code = _recipe().main(["--checkpoint", str(tmp_path / "nothing"), "--repo_id", "a/b"])
+    code = _recipe().cli(["--checkpoint", str(tmp_path / "nothing"), "--repo_id", "a/b"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "Traceback" not in err

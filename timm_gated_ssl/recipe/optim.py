@@ -1,24 +1,51 @@
-"""The pretraining optimizer: timm's, over the gates' parameter groups (one place for the recipe
-and the benchmarks that must train exactly as it does)."""
+"""The training recipes' optimizer and learning-rate schedule: timm's, over the gates' parameter
+groups (one place for both recipes and the benchmarks that must train exactly as they do)."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
 from torch import nn
 
 from ..budget import gated_param_groups
-from .config import PretrainConfig
 
-__all__ = ["build_optimizer"]
+__all__ = ["build_optimizer", "build_scheduler"]
 
 
-def build_optimizer(model: nn.Module, config: PretrainConfig, *, lr: float) -> torch.optim.Optimizer:
-    """``config.optimizer`` from timm (``lars`` is timm's ``larc`` with trust ``config.lars_trust``)
-    at learning rate ``lr`` (the caller scales ``config.lr`` by the global batch), with the gates'
-    parameter groups (:func:`~timm_gated_ssl.budget.gated_param_groups`)."""
+class OptimizerConfig(Protocol):
+    """The config fields the optimizer reads (``PretrainConfig``, ``FinetuneConfig``)."""
+
+    optimizer: str
+    weight_decay: float
+    momentum: float
+
+
+def build_optimizer(model: nn.Module, config: OptimizerConfig, *, lr: float) -> torch.optim.Optimizer:
+    """``config.optimizer`` from timm (``lars`` is timm's ``larc``, with trust ``config.lars_trust``
+    where the config has one) at learning rate ``lr`` (the caller scales ``config.lr`` by the global
+    batch), with the gates' parameter groups (:func:`~timm_gated_ssl.budget.gated_param_groups`:
+    no weight decay on gates, biases and norms)."""
     groups = gated_param_groups(model, weight_decay=config.weight_decay)
     opt_name = "larc" if config.optimizer == "lars" else config.optimizer
-    opt_kwargs = {"trust_coeff": config.lars_trust} if config.optimizer == "lars" else {}
+    trust = getattr(config, "lars_trust", None)
+    opt_kwargs = {"trust_coeff": trust} if config.optimizer == "lars" and trust is not None else {}
     return create_optimizer_v2(groups, opt=opt_name, lr=lr, weight_decay=config.weight_decay,
                                momentum=config.momentum, **opt_kwargs)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, *, total_updates: int, warmup_updates: int,
+                    min_lr: float) -> CosineLRScheduler:
+    """Per-update schedule of both recipes: a linear warm-up from 0 over ``warmup_updates``, then
+    timm's cosine towards ``min_lr`` (stepped with ``scheduler.step_update(update)``).
+
+    The cosine spans ``total_updates`` *after* the warm-up (timm's ``warmup_prefix=True``), so a
+    run of ``total_updates`` stops ``warmup_updates`` short of ``min_lr``; every published run used
+    this schedule (docs/training.md).
+    """
+    return CosineLRScheduler(
+        optimizer, t_initial=total_updates, lr_min=min_lr, warmup_t=warmup_updates, warmup_lr_init=0.0,
+        warmup_prefix=True, t_in_epochs=False,
+    )
