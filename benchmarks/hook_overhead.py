@@ -1,4 +1,4 @@
-"""Hook overhead of gates on CPU, as ratios measured in one run (issue: gated timm ResNets).
+"""Hook overhead of gates on CPU, as ratios measured in one run (gated timm ResNets).
 
 * ``dense / plain``: a gated resnet18 in dense mode against the plain timm resnet18 (target <= 1.03):
   what attaching gates costs a user who runs the dense encoder.

@@ -1,4 +1,4 @@
-"""Training-step cost of co-training, as ratios measured in one run (issue: pretraining recipe).
+"""Training-step cost of co-training, as ratios measured in one run (the pretraining recipe).
 
 1. ``dual / vanilla``: one VICReg-dual step (gated pass on view 1, dense pass on view 2, budget
    losses) against one vanilla VICReg step (two dense passes) at the same batch and backbone, in

@@ -1,4 +1,4 @@
-"""Issue 13, defect 16: a wrongly shaped input gets a message naming the expected shape."""
+"""A wrongly shaped input gets a message naming the expected shape."""
 
 from __future__ import annotations
 

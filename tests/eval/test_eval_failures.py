@@ -1,4 +1,4 @@
-"""Issue 13, defects 5 and 15 on the evaluation side: a truncated checkpoint and a missing split
+"""On the evaluation side: a truncated checkpoint and a missing split
 are named in one line, before any long pass; paths are checked first."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 13, defects 5 and 14: damaged weights are never uploaded, and offline or unreachable Hubs
+"""Damaged weights are never uploaded, and offline or unreachable Hubs
 fail with the HubError family, in one line that says what to do."""
 
 from __future__ import annotations

@@ -125,7 +125,7 @@ def test_paper_configs_keep_the_paper_settings(path: Path) -> None:
     assert (config.bound_centre, config.pairing, config.distill_weight) == ("sqrt", "asymmetric", 0.0)
     assert (config.gate_noise_schedule, config.dense_warmup_epochs) == ("constant", 0.0)
     as_run = BoundLoss(schedule=config.bound_schedule, decay=config.bound_decay, alpha=config.bound_alpha)
-    literal = BoundLoss(schedule="epoch", alpha=0.02)  # METHOD.md: p = exp(-0.02 * epoch)
+    literal = BoundLoss(schedule="epoch", alpha=0.02)  # the paper: p = exp(-0.02 * epoch)
     steps_per_epoch = 98  # CIFAR's 50k / 512; the equality holds for any value
     total = config.epochs * steps_per_epoch
     for step in range(0, total + 1, 997):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from timm.layers import GluMlp, SwiGLU
 from timm.models import vision_transformer as vt
 from torch import nn
@@ -89,17 +90,23 @@ class CompactVitBlock(nn.Module):
         self.ls1, self.ls2 = _unless_identity(block.ls1), _unless_identity(block.ls2)
         self.act = mlp.act
         self.num_heads, self.head_dim, self.scale = attn.num_heads, attn.head_dim, float(attn.scale)
-        heads, d, dim = attn.num_heads, attn.head_dim, attn.qkv.in_features
-        # head-major layouts, so that the kept heads / units are a gather of contiguous rows
-        self.register_buffer("qkv_w", attn.qkv.weight.detach().reshape(3, heads, d, dim).transpose(0, 1).contiguous())
+        heads = attn.num_heads
+        # Head-major layouts, so that the kept heads / units are a gather of contiguous rows (einops
+        # spells the layouts once here; the per-call reshapes below stay plain torch, which costs
+        # less dispatch time at batch 1).
+        qkv_w = rearrange(attn.qkv.weight.detach(), "(qkv h d) c -> h qkv d c", qkv=3, h=heads)
+        self.register_buffer("qkv_w", qkv_w.contiguous())
         qkv_b = _bias(attn.qkv)
-        self.register_buffer("qkv_b", None if qkv_b is None else qkv_b.reshape(3, heads, d).transpose(0, 1).contiguous())
-        self.register_buffer("proj_w", attn.proj.weight.detach().t().reshape(heads, d, -1).contiguous())
+        self.register_buffer("qkv_b", None if qkv_b is None else
+                             rearrange(qkv_b, "(qkv h d) -> h qkv d", qkv=3, h=heads).contiguous())
+        proj_w = rearrange(attn.proj.weight.detach(), "o (h d) -> h d o", h=heads)
+        self.register_buffer("proj_w", proj_w.contiguous())
         self.register_buffer("proj_b", _bias(attn.proj))
         has_gate = getattr(attn, "gate", None) is not None  # timm's optional sigmoid output gate
-        self.register_buffer("agate_w", attn.gate.weight.detach().reshape(heads, d, dim) if has_gate else None)
+        self.register_buffer("agate_w", rearrange(attn.gate.weight.detach(), "(h d) c -> h d c", h=heads)
+                             if has_gate else None)
         agate_b = _bias(attn.gate) if has_gate else None
-        self.register_buffer("agate_b", None if agate_b is None else agate_b.reshape(heads, d))
+        self.register_buffer("agate_b", None if agate_b is None else rearrange(agate_b, "(h d) -> h d", h=heads))
         ws, bs = _fc1_parts(mlp)
         self.register_buffer("fc1_w", torch.stack(ws))  # (parts, U, C)
         self.register_buffer("fc1_b", None if bs[0] is None else torch.stack(bs))  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from ..budget import BOUND_CENTRES, BOUND_SCHEDULES
 from ..errors import ConfigError, check_budget
 from ..ssl import DISTILL_TARGETS, SSL_LOSSES
-from .config_base import Range, RecipeConfig, above, at_least, coerce, parse_overrides
+from .config_base import Range, RecipeConfig, above, at_least, parse_overrides
 from .dual import NOISE_SCHEDULES, PAIRINGS
 
 __all__ = ["AUGMENTATIONS", "OPTIMIZERS", "PretrainConfig", "parse_overrides"]
@@ -23,12 +23,11 @@ AUGMENTATIONS = ("batched", "per_image")
 """Values of ``PretrainConfig.augmentation`` (see :mod:`timm_gated_ssl.data.batched_views`)."""
 # Set as their own fields: a model_kwargs entry would be silently overridden by model_args().
 _RESERVED_KWARGS = ("num_classes", "budget", "separate_bn")
-_coerce = coerce  # the name of earlier versions
 
 
 @dataclasses.dataclass
 class PretrainConfig(RecipeConfig):
-    """Hyperparameters of one co-training run (defaults: the paper's CIFAR recipe, METHOD.md,
+    """Hyperparameters of one co-training run (defaults: the paper's CIFAR recipe (Krishna et al., BMVC 2023),
     except ``gate_noise_schedule``, set to what closed the gated-dense gap most on Fashion-MNIST;
     docs/results.md).
 

@@ -34,7 +34,6 @@ CHECKPOINTS = "checkpoints"
 _PREFIX = "step_"
 RUN_FILES = ("config.json", "model.safetensors", "metrics.json", "config.yaml", CHECKPOINTS)
 _EXPORT_FILES = ("model.safetensors", "config.json")
-_LEGACY_TEMPORARIES = (".export_",)  # export folders of earlier versions
 
 
 class OutputDirNotEmptyError(OutputExistsError):
@@ -43,14 +42,10 @@ class OutputDirNotEmptyError(OutputExistsError):
 
 def remove_stale_temporaries(output_dir: str | Path) -> list[Path]:
     """Remove what a killed process left half-written in ``output_dir`` and its ``checkpoints/``:
-    temporary files and folders (``.tmp_*``, and ``.export_*`` / ``tmp*.tmp`` of earlier versions)."""
+    the temporary files and folders (``.tmp_*``) of :mod:`timm_gated_ssl.files`."""
     removed = []
     for folder in (Path(output_dir), Path(output_dir) / CHECKPOINTS):
-        removed += files.remove_stale_temporaries(folder, prefixes=_LEGACY_TEMPORARIES)
-        if folder.is_dir():
-            for entry in folder.glob("tmp*.tmp"):  # tempfile.NamedTemporaryFile of earlier versions
-                entry.unlink(missing_ok=True)
-                removed.append(entry)
+        removed += files.remove_stale_temporaries(folder)
     return removed
 
 

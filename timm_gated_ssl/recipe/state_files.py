@@ -15,7 +15,7 @@ carries ``manifest.json``:
 Both training recipes use it: :func:`check_resume` takes any
 :class:`~timm_gated_ssl.recipe.config_base.RecipeConfig`.
 
-States saved before manifests existed are checked by reading every file instead.
+A state without a manifest (cut off while saving, or not saved by these recipes) is refused.
 """
 
 from __future__ import annotations
@@ -46,8 +46,6 @@ __all__ = [
 MANIFEST = "manifest.json"
 RESUMABLE_FIELDS = PretrainConfig.RESUMABLE
 """The pretraining recipe's resumable fields (each config class declares its own ``RESUMABLE``)."""
-_LEGACY_VALUES = {"augmentation": "per_image"}
-"""Values of fields that did not exist yet when an older state was saved (what it trained with)."""
 _RNG = "random_states_{}.pkl"
 _FORMAT = 1
 
@@ -80,7 +78,7 @@ def is_training_state(path: str | Path) -> bool:
 
 
 def read_manifest(state_dir: str | Path) -> dict[str, Any] | None:
-    """The manifest of a state, ``None`` for a state saved before manifests existed."""
+    """The manifest of a state, ``None`` when it has none."""
     path = Path(state_dir) / MANIFEST
     if not path.is_file():
         return None
@@ -101,55 +99,38 @@ def _older_hint(state_dir: Path) -> str:
     return "an exact resume from it is impossible: start over with --overwrite"
 
 
-def _read_legacy(state_dir: Path) -> None:
-    """States without a manifest: read every file as ``load_state`` would, failing loudly."""
-    import torch
-
-    from ..files import check_safetensors
-
-    for path in sorted(state_dir.iterdir()):
-        try:
-            if path.suffix == ".safetensors":
-                check_safetensors(path)
-            elif path.suffix in (".bin", ".pkl", ".pt"):
-                torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001 - any unpickling failure means the file is damaged
-            raise TrainingStateError(
-                f"training state {state_dir} is damaged: {path.name} cannot be read ({err}); "
-                f"{_older_hint(state_dir)}"
-            ) from None
-
-
-def verify_state(state_dir: str | Path, *, world_size: int) -> dict[str, Any] | None:
+def verify_state(state_dir: str | Path, *, world_size: int) -> dict[str, Any]:
     """Check that ``state_dir`` is complete and intact and was saved by ``world_size`` processes.
 
     Returns:
-        Its manifest (``None`` for an older state without one, which is then read file by file).
+        Its manifest.
 
     Raises:
-        TrainingStateError: A file is missing, truncated or changed since it was saved, or the
-            state was saved by another number of processes.
+        TrainingStateError: The manifest is missing (the state was cut off while saving, or not
+            saved by these recipes), a file is missing, truncated or changed since it was saved,
+            or the state was saved by another number of processes.
     """
     state_dir = Path(state_dir)
     manifest = read_manifest(state_dir)
     if manifest is None:
-        _read_legacy(state_dir)
-        saved_ranks = len(list(state_dir.glob(_RNG.format("*"))))
-    else:
-        for name, record in manifest["files"].items():
-            path = state_dir / name
-            problem = None
-            if not path.is_file():
-                problem = "is missing"
-            elif path.stat().st_size != record.get("size"):
-                problem = f"has {path.stat().st_size} bytes instead of the {record.get('size')} saved"
-            elif _sha256(path) != record.get("sha256"):
-                problem = "does not match the checksum recorded when it was saved"
-            if problem:
-                raise TrainingStateError(
-                    f"training state {state_dir} is damaged: {name} {problem}; {_older_hint(state_dir)}"
-                )
-        saved_ranks = int(manifest.get("world_size", 0))
+        raise TrainingStateError(
+            f"training state {state_dir} has no {MANIFEST}: it was not saved by timm_gated_ssl's "
+            f"recipes (which write it last), so it cannot be checked; {_older_hint(state_dir)}"
+        )
+    for name, record in manifest["files"].items():
+        path = state_dir / name
+        problem = None
+        if not path.is_file():
+            problem = "is missing"
+        elif path.stat().st_size != record.get("size"):
+            problem = f"has {path.stat().st_size} bytes instead of the {record.get('size')} saved"
+        elif _sha256(path) != record.get("sha256"):
+            problem = "does not match the checksum recorded when it was saved"
+        if problem:
+            raise TrainingStateError(
+                f"training state {state_dir} is damaged: {name} {problem}; {_older_hint(state_dir)}"
+            )
+    saved_ranks = int(manifest.get("world_size", 0))
     if saved_ranks != world_size:
         raise TrainingStateError(
             f"training state {state_dir} was saved by {saved_ranks} process(es), and this run has "
@@ -163,14 +144,13 @@ def changed_fields(saved: dict[str, Any], current: dict[str, Any], defaults: dic
                    resumable: frozenset[str] = RESUMABLE_FIELDS) -> dict[str, tuple[Any, Any]]:
     """Run-defining fields whose value differs: ``{field: (saved, current)}``.
 
-    A field the saved config lacks (added to the recipe later) counts as its legacy value or,
-    failing that, its default.
+    A field the saved config lacks (added to the recipe later) counts as its default.
     """
     changes = {}
     for name, value in current.items():
         if name in resumable:
             continue
-        before = saved.get(name, _LEGACY_VALUES.get(name, defaults.get(name)))
+        before = saved.get(name, defaults.get(name))
         if before != value and not (isinstance(before, (int, float)) and isinstance(value, (int, float))
                                     and not isinstance(before, bool) and float(before) == float(value)):
             changes[name] = (before, value)
