@@ -3,7 +3,7 @@
 Protocols (ResNet-18 with the CIFAR stem, 28 px, VICReg, LARS, lr 0.2 per 256, one warm-up epoch
 then cosine over a fixed number of steps, batch 256, bf16 autocast + channels_last):
 
-* ``main``: 350 steps (5 epochs of the first 17,920 training images), SIZING.md's protocol;
+* ``main``: 350 steps (5 epochs of the first 17,920 training images), sized to fit about 100 minutes on 2 CPU cores;
 * ``pilot``: 120 steps (3 epochs of the first 10,240 images), for the remedy study;
 * ``long``: 700 steps (5 epochs of the first 35,840 images), for the gap-over-length curve.
 
@@ -42,7 +42,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from timm_gated_ssl.eval.plots import TradeoffPoint
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOLS: dict[str, dict[str, Any]] = {
@@ -98,7 +101,7 @@ MACs at 28 px (``timm_gated_ssl.mac_floor``), so the recipe refuses t_d 0.1 for 
 SWEEP = (0.1, 0.3, 0.5, 0.7)
 """Budgets calibrated from one checkpoint with ``--sweep`` (the report reads only the run's own t_d)."""
 AIMS_GAP = {0.1: 2.5, 0.3: 1.5, 0.5: 1.5}
-"""Largest allowed dense - gated linear-probe gap (points) per budget (issue 12)."""
+"""Largest allowed dense - gated linear-probe gap (points) per budget (the reproduction's aims)."""
 AIM_DENSE_VS_VANILLA, AIM_MAC_BEFORE, AIM_MAC_AFTER = 1.5, 0.03, 0.01
 
 
@@ -208,7 +211,7 @@ def _mean(values: list[float]) -> float:
 
 
 def aims(rows: list[dict[str, Any]], variants: dict[float, str] | None = None) -> list[dict[str, Any]]:
-    """Issue 12's aims, computed from the main-protocol runs with the library defaults.
+    """The reproduction's aims, computed from the main-protocol runs with the library defaults.
 
     ``variants`` maps each budget to the variant whose runs are judged (default: ``dual_td<t_d>``
     at 0.1, 0.3 and 0.5). An aim whose runs have not been made yet is listed with ``value`` and
@@ -246,7 +249,7 @@ def aims(rows: list[dict[str, Any]], variants: dict[float, str] | None = None) -
 
 def variant_aims(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """The same aims for every other gated ``main``-protocol variant at its own budget (options and
-    width gates against the defaults' numbers; not the issue's verdict, which is on the defaults)."""
+    width gates against the defaults' numbers; not the verdict, which is on the defaults)."""
     names = sorted({r["variant"] for r in rows if r["protocol"] == "main" and r["budget"] is not None
                     and not r["variant"].startswith("dual_") and r["budget"] in AIMS_GAP})
     return {name: aims(rows, {budget_of(name): name}) for name in names}
@@ -445,13 +448,27 @@ def report(out: Path, *, publish: bool) -> None:
                 (logs / f"{r['protocol']}_{r['run']}.log").write_text(src.read_text())
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """Linear top-1 against the MAC fraction: the reproduction (``main``-protocol ``dual_*`` runs with
-    the defaults, their dense points, vanilla), one point per variant and mode, the mean over its
-    pretraining seeds (the seeds are in the tables); the paper-setting and study runs are in the tables."""
-    from timm_gated_ssl.eval.plots import TradeoffPoint, plot_tradeoff
+PLOTTED = ("dual", *(v for v, extra in VARIANTS.items() if set(extra) == {"model_kwargs"}))
+"""Variants of the trade-off plot: the library defaults (``dual``) and each variant that changes only
+the model's gate arguments (``width``: width gates), so every gate type run with the defaults is
+drawn; the option variants and the paper-setting and study runs are in the tables."""
 
-    main = [r for r in rows if r["protocol"] == "main" and r["variant"].startswith(("dual_", "vanilla"))]
+
+def gate_type_of(row: dict[str, Any]) -> str:
+    """The gate type a run trained with, from its recorded config (``model_kwargs``; channel gates
+    when it names none)."""
+    kwargs = row.get("config", {}).get("model_kwargs") or {}
+    return str(kwargs.get("gate_type", "channel"))
+
+
+def tradeoff_points(rows: list[dict[str, Any]]) -> list[TradeoffPoint]:
+    """The points of :func:`plot`: per ``main``-protocol variant of :data:`PLOTTED` (and vanilla)
+    and mode, the mean over its pretraining seeds (the seeds' own points are in the tables), each
+    gated and dense point tagged with its run's gate type."""
+    from timm_gated_ssl.eval.plots import TradeoffPoint
+
+    main = [r for r in rows if r["protocol"] == "main"
+            and (r["variant"] == "vanilla" or r["variant"].rsplit("_td", 1)[0] in PLOTTED)]
     points = []
     for variant in sorted({r["variant"] for r in main}):
         runs = [r for r in main if r["variant"] == variant]
@@ -460,15 +477,26 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             points.append(TradeoffPoint(label, macs=1.0, mac_fraction=1.0, kind="vanilla",
                                         accuracy=_mean([r["vanilla"]["linear_top1"] for r in runs])))
             continue
+        gate_type = gate_type_of(runs[0])
         points.append(TradeoffPoint(f"{label} dense", macs=1.0, mac_fraction=1.0, kind="dense",
-                                    accuracy=_mean([r["dense"]["linear_top1"] for r in runs])))
+                                    accuracy=_mean([r["dense"]["linear_top1"] for r in runs]),
+                                    gate_type=gate_type))
         for key in ("gated", "gated_calibrated"):
             if all(key in r for r in runs):
                 fraction = _mean([r[key]["mac_fraction"] for r in runs])
                 points.append(TradeoffPoint(f"{label} {key}", macs=fraction, mac_fraction=fraction,
                                             accuracy=_mean([r[key]["linear_top1"] for r in runs]),
-                                            budget=runs[0]["budget"], calibrated=key == "gated_calibrated"))
-    plot_tradeoff(points, path=path)
+                                            budget=runs[0]["budget"], calibrated=key == "gated_calibrated",
+                                            gate_type=gate_type))
+    return points
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Linear top-1 against the MAC fraction (:func:`tradeoff_points`): one set of series (calibrated
+    curve, trained threshold, dense) per gate type run with the library defaults, and vanilla."""
+    from timm_gated_ssl.eval.plots import plot_tradeoff
+
+    plot_tradeoff(tradeoff_points(rows), path=path)
 
 
 def main() -> None:

@@ -49,6 +49,7 @@ from timm_gated_ssl import calibrate_budget, detach_gates, gate_config
 from timm_gated_ssl.compact import compact
 from timm_gated_ssl.compute import count_macs
 
+ROOT = Path(__file__).resolve().parents[1]
 PRESETS: dict[str, dict[str, Any]] = {
     # (model, image size), big batch, repeats at batch 1 / big batch, images per batch-1 call, calibration images
     "full": {"models": [("gated_resnet18", 224), ("gated_resnet18_cifar", 32)], "big": 64,
@@ -59,6 +60,21 @@ PRESETS: dict[str, dict[str, Any]] = {
               "images1": 2, "calib": 8},
 }
 COLUMNS = ["width_compact", "channel_compact", "width_sliced", "channel_sliced"]
+
+
+def recorded_path(path: str | None) -> str | None:
+    """``path`` as the JSON records it: relative to the repository root when it lies inside it, else
+    exactly as the user passed it.
+
+    A committed result then names ``benchmarks/out/...`` instead of one machine's absolute layout
+    (``/work/main/...``), while a folder outside the repository keeps the only name that finds it.
+    """
+    if path is None:
+        return None
+    try:
+        return Path(path).resolve().relative_to(ROOT).as_posix()
+    except ValueError:  # outside the repository
+        return path
 
 
 def _level_groups(model: nn.Module, images: torch.Tensor) -> float:
@@ -163,8 +179,8 @@ def main() -> None:
         _print(results[-1:])  # partial results survive an interrupted run
         write_json(args.output, {
             "preset": args.preset, "threads": args.threads, "torch": torch.__version__, "timm": timm.__version__,
-            "platform": platform.platform(), "checkpoint": args.checkpoint,
-            "channel_checkpoint": args.channel_checkpoint, "results": results,
+            "platform": platform.platform(), "checkpoint": recorded_path(args.checkpoint),
+            "channel_checkpoint": recorded_path(args.channel_checkpoint), "results": results,
         })
 
     if args.checkpoint:

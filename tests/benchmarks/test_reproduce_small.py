@@ -112,3 +112,48 @@ def test_tables_head_each_protocol_with_its_steps_and_batch_size(reproduce: Modu
     gpu = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu)
     assert gpu.gpu_table(rows).startswith("**Full Fashion-MNIST, one GPU** (118 steps of 512)")
+
+
+def test_plot_draws_one_series_set_per_gate_type(reproduce: ModuleType, tmp_path: Path) -> None:
+    from timm_gated_ssl.eval.plots import tradeoff_figure
+
+    channel, width = {"config": {"model_kwargs": {}}}, {"config": {"model_kwargs": {"gate_type": "width"}}}
+    rows = [row("vanilla", None, vanilla={"linear_top1": 87.0}),
+            {**gated_row("dual_td0.1", 0.1, 84.0, 82.0, 0.12, 0.10), **channel},
+            {**gated_row("dual_td0.3", 0.3, 85.0, 84.0, 0.28, 0.30), **channel},
+            {**gated_row("dual_td0.3_s1", 0.3, 85.4, 83.0, 0.30, 0.31), **channel},
+            {**gated_row("width_td0.3", 0.3, 85.5, 85.0, 0.29, 0.30), **width},
+            {**gated_row("width_td0.5", 0.5, 85.8, 85.2, 0.48, 0.50), **width},
+            {**gated_row("anchored_td0.3", 0.3, 86.0, 70.0, 0.28, 0.30), **channel},  # an option: tables only
+            {**gated_row("width_td0.1", 0.1, 80.0, 60.0, 0.2, 0.2), **width, "protocol": "pilot"}]  # not main
+    ax = tradeoff_figure(reproduce.tradeoff_points(rows)).axes[0]
+    series = {line.get_label(): ([round(float(v), 4) for v in line.get_xdata()], list(line.get_ydata()))
+              for line in ax.lines}
+    assert list(series) == ["channel gates, calibrated to $t_d$", "channel gates, trained threshold",
+                            "dense, channel gates", "width gates, calibrated to $t_d$",
+                            "width gates, trained threshold", "dense, width gates", "vanilla SSL baseline"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(series)
+    # Each variant is one point, the mean over its seeds (dual_td0.3: (0.30 + 0.31) / 2, (84 + 83) / 2).
+    assert series["channel gates, calibrated to $t_d$"] == ([0.1, 0.305], [82.0, 83.5])
+    assert series["channel gates, trained threshold"] == ([0.12, 0.29], [82.0, 83.5])
+    assert series["dense, channel gates"][1] == [84.0, 85.2]
+    assert series["width gates, calibrated to $t_d$"] == ([0.3, 0.5], [85.0, 85.2])
+    assert series["dense, width gates"][1] == [85.5, 85.8]
+    assert series["vanilla SSL baseline"] == ([1.0], [87.0])
+    colours = {label: line.get_color() for label, line in zip(series, ax.lines)}
+    assert colours["channel gates, calibrated to $t_d$"] != colours["width gates, calibrated to $t_d$"]
+
+    # With one gate type the figure is the plain one: no family in the legend.
+    channel_only = [r for r in rows if not r["variant"].startswith("width")]
+    legend = [t.get_text() for t in tradeoff_figure(reproduce.tradeoff_points(channel_only)).axes[0]
+              .get_legend().get_texts()]
+    assert legend == ["gated, calibrated to $t_d$", "gated, trained threshold", "dense", "vanilla SSL baseline"]
+    reproduce.plot(rows, tmp_path / "tradeoff.png")
+    assert (tmp_path / "tradeoff.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_gate_type_comes_from_the_recorded_config(reproduce: ModuleType) -> None:
+    assert reproduce.gate_type_of({"config": {"model_kwargs": {"gate_type": "width", "gate_levels": 8}}}) == "width"
+    assert reproduce.gate_type_of({"config": {"model_kwargs": {}}}) == "channel"
+    assert reproduce.gate_type_of({}) == "channel"
+    assert reproduce.PLOTTED == ("dual", "width")

@@ -55,6 +55,9 @@ class TradeoffPoint:
         kind: ``"dense"``, ``"gated"`` or ``"vanilla"`` (a plain SSL baseline without gates).
         calibrated: A gated point whose threshold was calibrated to ``budget`` (False: the
             checkpoint's own, trained threshold).
+        gate_type: The gate family of a gated or dense point (``"channel"``, ``"width"``), or
+            None. Points of two or more families are drawn as one set of series per family,
+            named in the legend; with one family (or none given) the plot does not mention it.
     """
 
     label: str
@@ -64,6 +67,7 @@ class TradeoffPoint:
     budget: float | None = None
     kind: PointKind = "gated"
     calibrated: bool = False
+    gate_type: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -87,6 +91,11 @@ class TradeoffPoint:
             )
         if self.calibrated and (self.kind != "gated" or self.budget is None):
             raise ValueError(f"only a gated point with a budget can be calibrated ({self.label!r})")
+        if self.gate_type is not None and (self.kind == "vanilla" or not self.gate_type):
+            raise ValueError(
+                f"gate_type of {self.label!r} must be None for a vanilla point and a non-empty name "
+                f"(e.g. 'channel', 'width') otherwise, got {self.gate_type!r}"
+            )
 
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
@@ -109,6 +118,12 @@ _SERIES: dict[str, tuple[str, dict[str, Any]]] = {
     "vanilla": ("vanilla SSL baseline", {"marker": "*", "color": "tab:gray", "markersize": 12,
                                          "linestyle": "none"}),
 }
+# Colours of the calibrated, trained-threshold and dense series of each further gate family when a
+# plot holds several (the first family keeps the colours above); markers still tell the series.
+_FAMILY_COLOURS: list[tuple[str, str, str]] = [
+    ("tab:green", "tab:olive", "tab:brown"),
+    ("tab:red", "tab:pink", "tab:cyan"),
+]
 # Label offsets tried in turn (points): right/left of the marker, then further above and below.
 _OFFSETS = [(6, 5), (6, -11), (-6, 5), (-6, -11), (6, 15), (6, -21), (-6, 15), (-6, -21),
             (10, 25), (10, -31), (-10, 25), (-10, -31)]
@@ -119,6 +134,24 @@ def _series(point: TradeoffPoint, *, any_calibrated: bool) -> str:
         return point.kind
     # Without calibrated points, the gated points (of several runs) form the curve themselves.
     return "calibrated" if point.calibrated or not any_calibrated else "gated"
+
+
+def _family_style(series: str, family: str | None, index: int, *,
+                  any_calibrated: bool, several: bool) -> tuple[str, dict[str, Any]]:
+    """Legend label and style of one series of one gate family (``index``: its order of appearance)."""
+    legend, style = _SERIES[series]
+    if series == "calibrated" and not any_calibrated:
+        legend = "gated"  # the runs' own thresholds, joined
+    if not several or family is None or series == "vanilla":
+        return legend, style
+    if series == "dense":
+        legend = f"dense, {family} gates"
+    else:
+        legend = legend.replace("gated", f"{family} gates", 1)
+    if index > 0:
+        colours = _FAMILY_COLOURS[(index - 1) % len(_FAMILY_COLOURS)]
+        style = {**style, "color": colours[("calibrated", "gated", "dense").index(series)]}
+    return legend, style
 
 
 def _text(point: TradeoffPoint, series: str) -> str | None:
@@ -170,28 +203,38 @@ def tradeoff_figure(
 
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
-    any_calibrated = any(p.calibrated for p in points)
-    groups: dict[str, list[TradeoffPoint]] = {}
-    for p in points:
-        groups.setdefault(_series(p, any_calibrated=any_calibrated), []).append(p)
+    # One set of series per gate family (in order of appearance), then the vanilla points.
+    families = list(dict.fromkeys(p.gate_type for p in points if p.kind != "vanilla"))
+    several = len(families) > 1
+    sets = [[p for p in points if p.kind != "vanilla" and p.gate_type == f] for f in families]
+    sets.append([p for p in points if p.kind == "vanilla"])
     labels: list[tuple[tuple[float, float], str, str]] = []
-    for series, (legend, style) in _SERIES.items():
-        group = sorted(groups.get(series, []), key=xval)
-        if not group:
-            continue
-        if series == "calibrated" and not any_calibrated:
-            legend = "gated"  # the runs' own thresholds, joined
-        ax.plot([xval(p) for p in group], [p.accuracy for p in group], label=legend, **style)
-        for p in group:
-            text = _text(p, series)
-            if text is not None:
-                labels.append(((xval(p), p.accuracy), text, style["color"]))
+    for index, members in enumerate(sets):
+        family = families[index] if index < len(families) else None
+        any_calibrated = any(p.calibrated for p in members)
+        groups: dict[str, list[TradeoffPoint]] = {}
+        for p in members:
+            groups.setdefault(_series(p, any_calibrated=any_calibrated), []).append(p)
+        for series in _SERIES:
+            group = sorted(groups.get(series, []), key=xval)
+            if not group:
+                continue
+            legend, style = _family_style(series, family, index, any_calibrated=any_calibrated,
+                                          several=several)
+            ax.plot([xval(p) for p in group], [p.accuracy for p in group], label=legend, **style)
+            for p in group:
+                text = _text(p, series)
+                if text is not None:
+                    labels.append(((xval(p), p.accuracy), text, style["color"]))
     ax.set_xlabel("MACs / dense MACs" if x == "mac_fraction" else "MACs per image")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.12, y=0.15)  # room for the labels inside the axes
-    ax.legend(loc="lower right", fontsize=8)
+    if several:  # a series set per family: a legend inside the axes would cover points
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
+    else:
+        ax.legend(loc="lower right", fontsize=8)
     ax.autoscale_view()  # final limits first: label placement works in display coordinates
     _place_labels(fig, ax, labels)
     return fig
@@ -210,7 +253,9 @@ def plot_tradeoff(
     Calibrated gated points are joined by a line in order of compute (without calibrated points,
     all gated points are) and labelled with their ``t_d``; a checkpoint's own threshold is a
     separate marker labelled ``t_d=... (trained)``; dense and vanilla points are named by the
-    legend only. Labels are placed so that no two overlap (nor a marker).
+    legend only. Points of several gate families (``TradeoffPoint.gate_type``) get these series
+    once per family, in their own colours and named in the legend (``"width gates, calibrated to
+    t_d"``, ``"dense, width gates"``). Labels are placed so that no two overlap (nor a marker).
 
     Args:
         points: The points to draw (at least one).

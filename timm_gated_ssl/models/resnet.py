@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..gates import GateConfig
-from ._gating import setup_gates
+from ._gating import as_timm_class, check_forward_input, setup_gates
 from .cifar_stem import apply_cifar_stem
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -74,6 +75,26 @@ class GatedResNet(ResNet):
             gate_reduction=gate_reduction, calibrated_budgets=calibrated_budgets,
             gate_type=gate_type, gate_levels=gate_levels,
         )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """timm's ``forward_features`` (and so ``forward``), after checking the input's shape.
+
+        Raises:
+            InputShapeError: ``x`` is not ``(B, C, H, W)`` with the stem's ``C`` channels
+                (:func:`~timm_gated_ssl.models._gating.check_forward_input`).
+        """
+        check_forward_input(self, x)
+        return super().forward_features(x)
+
+    def forward_intermediates(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        """timm's ``forward_intermediates`` (same arguments), after checking the input's shape."""
+        check_forward_input(self, x, method="forward_intermediates")
+        return super().forward_intermediates(x, *args, **kwargs)
+
+    def __prepare_scriptable__(self) -> ResNet:
+        """What ``torch.jit.script`` compiles: this model as a timm ``ResNet`` (see
+        :func:`~timm_gated_ssl.models._gating.as_timm_class`)."""
+        return as_timm_class(self, ResNet)
 
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> GatedResNet:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from ..gates import GateConfig
-from ._gating import setup_gates
+from ._gating import as_timm_class, check_forward_input, setup_gates
 from .resnet import CIFAR_MEAN, CIFAR_STD
 
 
@@ -63,6 +64,30 @@ class GatedVisionTransformer(VisionTransformer):
             gate_reduction=gate_reduction, calibrated_budgets=calibrated_budgets,
             gate_type=gate_type, gate_levels=gate_levels,
         )
+
+    def forward_features(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
+        """timm's ``forward_features`` (and so ``forward``), after checking the input's shape.
+
+        Raises:
+            InputShapeError: ``x`` is not ``(B, C, H, W)`` with the patch embedding's ``C``
+                channels, or (unless built with ``dynamic_img_size=True``) not of ``img_size``
+                (:func:`~timm_gated_ssl.models._gating.check_forward_input`).
+        """
+        check_forward_input(self, x)
+        return super().forward_features(x, attn_mask=attn_mask, is_causal=is_causal)
+
+    def forward_intermediates(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        """timm's ``forward_intermediates`` (same arguments; ``features_only`` runs it), after
+        checking the input's shape."""
+        check_forward_input(self, x, method="forward_intermediates")
+        return super().forward_intermediates(x, *args, **kwargs)
+
+    def __prepare_scriptable__(self) -> VisionTransformer:
+        """What ``torch.jit.script`` compiles: this model as a timm ``VisionTransformer`` (see
+        :func:`~timm_gated_ssl.models._gating.as_timm_class`)."""
+        return as_timm_class(self, VisionTransformer)
 
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> GatedVisionTransformer:
