@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from timm_gated_ssl.eval.plots import TradeoffPoint
+    from timm_gated_ssl.results import TradeoffPoint
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOLS: dict[str, dict[str, Any]] = {
@@ -465,7 +465,7 @@ def tradeoff_points(rows: list[dict[str, Any]]) -> list[TradeoffPoint]:
     """The points of :func:`plot`: per ``main``-protocol variant of :data:`PLOTTED` (and vanilla)
     and mode, the mean over its pretraining seeds (the seeds' own points are in the tables), each
     gated and dense point tagged with its run's gate type."""
-    from timm_gated_ssl.eval.plots import TradeoffPoint
+    from timm_gated_ssl.results import TradeoffPoint
 
     main = [r for r in rows if r["protocol"] == "main"
             and (r["variant"] == "vanilla" or r["variant"].rsplit("_td", 1)[0] in PLOTTED)]

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from timm_gated_ssl.eval.channel_usage import ChannelUsage
-from timm_gated_ssl.eval.plots import TradeoffPoint, plot_channel_usage, plot_tradeoff
+from timm_gated_ssl.eval.plots import plot_channel_usage, plot_tradeoff
+from timm_gated_ssl.results import TradeoffPoint
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

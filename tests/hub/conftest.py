@@ -110,7 +110,7 @@ def gated_model():
 @pytest.fixture
 def results_dict() -> dict:
     """Evaluation results as ``EvaluationResult.to_dict()`` writes them."""
-    from timm_gated_ssl.eval.report import EvaluationResult, ModeEvaluation
+    from timm_gated_ssl.results import EvaluationResult, ModeEvaluation
 
     return EvaluationResult(
         model_name="gated_resnet18_cifar.vicreg_cifar10",

@@ -83,7 +83,7 @@ def test_load_results_names_a_json_file_of_something_else(tmp_path: Path, payloa
 
 def test_trained_and_calibrated_entries_at_one_budget_get_distinct_configs() -> None:
     """A run trained at t_d 0.3 and also calibrated to 0.3 reports two operating points."""
-    from timm_gated_ssl.eval.report import EvaluationResult, ModeEvaluation
+    from timm_gated_ssl.results import EvaluationResult, ModeEvaluation
 
     results = EvaluationResult(
         model_name="gated_resnet18_cifar", dataset="cifar10",

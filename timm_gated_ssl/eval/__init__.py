@@ -19,9 +19,9 @@ from timm_gated_ssl.eval.linear_probe import (
     linear_probe_repeated,
 )
 from timm_gated_ssl.eval.outputs import write_outputs
-from timm_gated_ssl.eval.plots import TradeoffPoint, plot_channel_usage, plot_tradeoff
-from timm_gated_ssl.eval.report import SCHEMA_VERSION, EvaluationResult, ModeEvaluation
+from timm_gated_ssl.eval.plots import plot_channel_usage, plot_tradeoff
 from timm_gated_ssl.hub.checkpoint import load_checkpoint
+from timm_gated_ssl.results import SCHEMA_VERSION, EvaluationResult, ModeEvaluation, TradeoffPoint
 
 __all__ = [
     "MISSING_LABEL",

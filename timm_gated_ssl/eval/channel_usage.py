@@ -14,49 +14,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from ..results.records import ChannelUsage
+
 __all__ = ["ChannelUsage", "channel_usage_from_masks"]
-
-
-@dataclass(frozen=True)
-class ChannelUsage:
-    """Channel counts of one gated block over a dataset.
-
-    Attributes:
-        block: Block name, e.g. ``"layer1.0"``.
-        always_off: Channels whose gate never fired.
-        always_on: Channels whose gate fired for every sample.
-        dynamic: Channels that fired for some samples but not all.
-    """
-
-    block: str
-    always_off: int
-    always_on: int
-    dynamic: int
-
-    def __post_init__(self) -> None:
-        for name in ("always_off", "always_on", "dynamic"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(
-                    f"{name} of block {self.block!r} must be an int >= 0, got {value!r}"
-                )
-
-    @property
-    def channels(self) -> int:
-        """Total number of gated channels in the block."""
-        return self.always_off + self.always_on + self.dynamic
-
-    def fractions(self) -> tuple[float, float, float]:
-        """``(always_off, always_on, dynamic)`` as fractions of :attr:`channels`."""
-        total = self.channels
-        if total == 0:
-            return (0.0, 0.0, 0.0)
-        return (self.always_off / total, self.always_on / total, self.dynamic / total)
 
 
 def channel_usage_from_masks(masks: Mapping[str, Tensor]) -> list[ChannelUsage]:

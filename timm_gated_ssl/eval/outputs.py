@@ -10,8 +10,8 @@ from torch import nn
 
 from ..calibration import budget_key
 from ..files import atomic_write_text, honour_umask, remove_stale_temporaries, staging_dir
+from ..results import EvaluationResult, ModeEvaluation
 from .plots import plot_channel_usage, plot_tradeoff
-from .report import EvaluationResult, ModeEvaluation
 
 __all__ = ["channel_usage_markdown", "export_calibrated", "write_outputs"]
 

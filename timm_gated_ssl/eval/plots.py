@@ -14,10 +14,8 @@ Example:
 from __future__ import annotations
 
 import io
-import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +24,7 @@ from matplotlib.figure import Figure
 
 from timm_gated_ssl.eval.channel_usage import ChannelUsage, channel_usage_from_masks
 from timm_gated_ssl.files import atomic_write_bytes
+from timm_gated_ssl.results.records import TradeoffPoint
 
 __all__ = [
     "ChannelUsage",
@@ -35,68 +34,6 @@ __all__ = [
     "plot_tradeoff",
     "tradeoff_figure",
 ]
-
-PointKind = Literal["dense", "gated", "vanilla"]
-_KINDS: tuple[str, ...] = ("dense", "gated", "vanilla")
-
-
-@dataclass(frozen=True)
-class TradeoffPoint:
-    """One model (or one mode of a model) on the accuracy/compute plane.
-
-    Attributes:
-        label: A readable name, e.g. ``"gated t_d=0.3"`` (the plot writes its own short labels).
-        macs: Multiply-accumulates per image (> 0).
-        mac_fraction: ``macs`` over the dense network's MACs, > 0 (1 for dense/vanilla; a gated
-            network can exceed 1 slightly through the gates' own cost).
-        accuracy: Top-1 accuracy (%), e.g. the linear-probe mean.
-        budget: Target budget ``t_d``: the one the run was trained for, or for a calibrated point
-            the one calibrated to.
-        kind: ``"dense"``, ``"gated"`` or ``"vanilla"`` (a plain SSL baseline without gates).
-        calibrated: A gated point whose threshold was calibrated to ``budget`` (False: the
-            checkpoint's own, trained threshold).
-        gate_type: The gate family of a gated or dense point (``"channel"``, ``"width"``), or
-            None. Points of two or more families are drawn as one set of series per family,
-            named in the legend; with one family (or none given) the plot does not mention it.
-    """
-
-    label: str
-    macs: float
-    mac_fraction: float
-    accuracy: float
-    budget: float | None = None
-    kind: PointKind = "gated"
-    calibrated: bool = False
-    gate_type: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in _KINDS:
-            raise ValueError(f"kind must be one of {_KINDS}, got {self.kind!r}")
-        if not (math.isfinite(self.macs) and self.macs > 0):
-            raise ValueError(
-                f"macs of {self.label!r} must be a finite number > 0, got {self.macs!r}"
-            )
-        if not (math.isfinite(self.mac_fraction) and self.mac_fraction > 0):
-            raise ValueError(
-                f"mac_fraction of {self.label!r} must be a finite number > 0 (MACs / dense MACs), "
-                f"got {self.mac_fraction!r}"
-            )
-        if not (math.isfinite(self.accuracy) and 0 <= self.accuracy <= 100):
-            raise ValueError(
-                f"accuracy of {self.label!r} must be a percentage in [0, 100], got {self.accuracy!r}"
-            )
-        if self.budget is not None and not (0 < self.budget <= 1):
-            raise ValueError(
-                f"budget of {self.label!r} must be in (0, 1] or None, got {self.budget!r}"
-            )
-        if self.calibrated and (self.kind != "gated" or self.budget is None):
-            raise ValueError(f"only a gated point with a budget can be calibrated ({self.label!r})")
-        if self.gate_type is not None and (self.kind == "vanilla" or not self.gate_type):
-            raise ValueError(
-                f"gate_type of {self.label!r} must be None for a vanilla point and a non-empty name "
-                f"(e.g. 'channel', 'width') otherwise, got {self.gate_type!r}"
-            )
-
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Render to ``path`` atomically (umask permissions), in the format of its suffix."""

@@ -23,9 +23,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..eval.report import EvaluationResult, ModeEvaluation
 from ..files import TEMP_PREFIX, honour_umask
 from ..recipe.outputs import export_model
+from ..results import EvaluationResult, ModeEvaluation
 from .heads import HeadResult
 
 __all__ = ["HEADS_FILE", "build_results", "export_classifier", "use_head"]

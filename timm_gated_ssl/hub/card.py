@@ -25,13 +25,15 @@ from typing import TYPE_CHECKING, Any, Union
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..results import EvaluationResult
+
 if TYPE_CHECKING:
-    from ..eval.report import EvaluationResult, ModeEvaluation
+    from ..results import ModeEvaluation
 
 __all__ = ["BIBTEX", "TRADEOFF_PLOT", "ResultsLike", "build_model_card", "load_results"]
 
 ResultsLike = Union["EvaluationResult", Mapping[str, Any], str, os.PathLike]
-"""An :class:`~timm_gated_ssl.eval.report.EvaluationResult`, its ``to_dict()``, or a JSON file of it."""
+"""An :class:`~timm_gated_ssl.results.EvaluationResult`, its ``to_dict()``, or a JSON file of it."""
 
 TRADEOFF_PLOT = "tradeoff.png"
 """File name of the accuracy/compute trade-off plot, in a checkpoint directory and in the repo."""
@@ -70,7 +72,7 @@ def _dataset_ids(name: str) -> tuple[str, str]:
 
 
 def load_results(results: ResultsLike) -> EvaluationResult:
-    """Normalise evaluation results to an :class:`~timm_gated_ssl.eval.report.EvaluationResult`.
+    """Normalise evaluation results to an :class:`~timm_gated_ssl.results.EvaluationResult`.
 
     Args:
         results: An ``EvaluationResult``, the dict of its ``to_dict()``, or the path of a JSON file
@@ -81,8 +83,6 @@ def load_results(results: ResultsLike) -> EvaluationResult:
             is not JSON; a file's message names it.
         TypeError: If ``results`` is none of the three.
     """
-    from ..eval.report import EvaluationResult  # lazy: the eval package pulls in matplotlib
-
     if isinstance(results, EvaluationResult):
         return results
     if isinstance(results, (str, os.PathLike)):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from timm_gated_ssl.eval.report import SCHEMA_VERSION, EvaluationResult, ModeEvaluation
+from timm_gated_ssl.results import SCHEMA_VERSION, EvaluationResult, ModeEvaluation
 
 
 def _result() -> EvaluationResult:
@@ -109,3 +109,27 @@ def test_bad_dicts() -> None:
         ModeEvaluation.from_dict({"mode": "gated", "mac_fraction": 0.4, "flops_reduction": 0.5})
     with pytest.raises(TypeError, match="entries\\[0\\] must be a ModeEvaluation"):
         EvaluationResult(model_name="m", dataset="d", entries=({"mode": "dense"},))  # type: ignore[arg-type]
+
+
+def test_the_records_sit_below_evaluation_and_the_old_paths_still_work() -> None:
+    """The results package imports only the standard library and itself (no torch, matplotlib or
+    evaluation code), so any layer can read a result; the old import paths give the same objects."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    import timm_gated_ssl.results as package
+
+    for path in Path(package.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module != "__future__":
+                assert node.module.split(".")[0] in sys.stdlib_module_names, (path.name, node.module)
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                assert node.level == 1, (path.name, node.module)  # nothing from above results/
+            if isinstance(node, ast.Import):
+                assert all(a.name.split(".")[0] in sys.stdlib_module_names for a in node.names), path.name
+    from timm_gated_ssl.eval import report
+    from timm_gated_ssl.eval.plots import TradeoffPoint as OldPoint
+    from timm_gated_ssl.results import TradeoffPoint
+
+    assert report.EvaluationResult is EvaluationResult and OldPoint is TradeoffPoint
