@@ -164,3 +164,28 @@ def test_both_recipes_share_one_config_loader() -> None:
                                  (["--lrr", "1"], r"'lrr' \(did you mean 'lr'\?\)")):
             with pytest.raises(ValueError, match=match):
                 cls.load(None, overrides)
+
+
+def test_both_configs_round_trip_through_their_yaml(tmp_path: Path) -> None:
+    """save() then load() gives the same config, atomically written with the umask's permissions."""
+    import stat
+
+    from timm_gated_ssl.finetune import FinetuneConfig
+
+    for config in (PretrainConfig.load(None, ["--lr", "1e-3", "--model_kwargs", "{cifar_stem_padding: 2}",
+                                              "--budget", "0.3", "--image_size", "28"]),
+                   FinetuneConfig.load(None, ["--mode", "full", "--budget", "0.3", "--budgets", "[0.1, 0.5]",
+                                              "--checkpoint", "runs/x", "--dataset", "digits", "--lr", "5e-4"])):
+        path = tmp_path / f"{type(config).__name__}.yaml"
+        config.save(path)
+        assert type(config).load(path) == config
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_umask()
+        assert not list(tmp_path.glob(".tmp_*"))
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -18,11 +18,8 @@ from torch import nn
 
 from ..attach import gate_mode, require_gates
 from ..calibration import batch_images
+from ..models._gating import GATE_KWARGS  # the gated models' own constructor options
 
-#: Entry-point kwargs of the gated models that the plain base architecture does not take.
-GATE_KWARGS = (
-    "budget", "separate_bn", "tau", "gate_reduction", "calibrated_budgets", "gated", "gate_type", "gate_levels",
-)
 #: Head and input kwargs that travel as top-level ``create_model`` kwargs (timm records and restores those).
 HEAD_KWARGS = ("num_classes", "in_chans", "global_pool")
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import TypeVar
 
 import torch
@@ -41,6 +42,12 @@ def setup_gates(
     }
     if gated and budget_key(budget) in model.calibrated_budgets:
         select_budget_on_load(model, budget)
+
+
+GATE_KWARGS: tuple[str, ...] = tuple(inspect.signature(setup_gates).parameters)[1:]
+"""The gate options every gated model's constructor takes beside timm's own (what
+:func:`setup_gates` reads; the plain base architecture takes none of them). One list, derived from
+the signature, for the static export that rebuilds the base."""
 
 
 def check_forward_input(model: nn.Module, images: object, *, method: str = "forward") -> None:
