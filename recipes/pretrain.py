@@ -15,7 +15,6 @@ import argparse
 import time
 from pathlib import Path
 
-import timm
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
@@ -49,6 +48,7 @@ from timm_gated_ssl.recipe.data import (
     build_train_loader,
     load_train_split,
 )
+from timm_gated_ssl.recipe.init import build_backbone
 from timm_gated_ssl.recipe.optim import build_optimizer, build_scheduler
 from timm_gated_ssl.recipe.outputs import non_finite_loss_error, write_json
 from timm_gated_ssl.ssl import FeatureDistillLoss, build_ssl_objective, cosine_momentum_schedule
@@ -122,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     train_info = load_train_split(config)
     loader = build_train_loader(config, train_info, world_size=accelerator.num_processes)
     monitor = build_monitor_data(config, train_info) if (config.knn_every or config.eval_split) else None
-    backbone = timm.create_model(config.model, **config.model_args())
+    # --init_from: the user's encoder in the dense path (refused here, before any write, if it does
+    # not fit); a resume takes every weight from its state instead
+    backbone = build_backbone(config.model, config.model_args(),
+                              init_from=config.init_from if state_path is None else None)
     if config.gating:
         check_budget_reachable(backbone, config.budget, image_size=train_info.image_size)
     if accelerator.is_main_process:
@@ -262,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
             metrics.update(realised_mac_ratio(backbone, monitor.query))
     if accelerator.is_main_process:
         export_model(backbone.float(), output_dir, model_args=config.model_args())
-        write_json(output_dir / "metrics.json", metrics)
-        print("final: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        write_json(output_dir / "metrics.json", {**metrics, "init_from": config.init_from})
+        print("final: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
     accelerator.end_training()
     return 130 if interrupted else 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -10,6 +11,27 @@ from torch import nn
 
 from ..gates import GATE_MODES
 from .api import require_gates
+
+UNTRAINED_ATTR = "_untrained_gates"
+"""Set on a model whose dense weights were loaded without gates (``models/dense_init.py``): the
+source of those weights. Cleared once warned, or by a recipe that trains the gates."""
+
+
+def warn_if_untrained(model: nn.Module) -> None:
+    """Warn once when ``model`` goes into gated mode with gates that were never trained."""
+    source = getattr(model, UNTRAINED_ATTR, None)
+    if not source:
+        return
+    setattr(model, UNTRAINED_ATTR, None)
+    arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture", "MODEL")
+    warnings.warn(
+        f"the gates of this {arch} were never trained: its weights are dense ones from {source}, so "
+        "gated mode runs fresh gates (about half the MACs, whatever the budget) and loses accuracy. "
+        f"Train them: accelerate launch recipes/pretrain.py --model {arch} --init_from {source} "
+        "--budget B --dataset DATA --output_dir OUT (docs/posthoc.md)",
+        UserWarning, stacklevel=3,
+    )
+
 
 
 def _check_mode(mode: object) -> str:
@@ -32,6 +54,8 @@ def set_gate_mode(model: nn.Module, mode: str) -> nn.Module:
     mode = _check_mode(mode)
     for _, gate in require_gates(model):
         gate.mode = mode
+    if mode == "gated":
+        warn_if_untrained(model)
     return model
 
 
@@ -70,6 +94,8 @@ def gate_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
     previous = [gate.mode for _, gate in gates]
     for _, gate in gates:
         gate.mode = mode
+    if mode == "gated":
+        warn_if_untrained(model)
     try:
         yield model
     finally:

@@ -20,6 +20,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from ..gates import GateConfig
 from ._gating import as_timm_class, check_forward_input, setup_gates
 from .cifar_stem import apply_cifar_stem
+from .dense_init import chain_filter, dense_cfg
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -98,7 +99,9 @@ class GatedResNet(ResNet):
 
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> GatedResNet:
-    return build_model_with_cfg(GatedResNet, variant, pretrained, **kwargs)
+    # Dense timm checkpoints get their gates and gated norm copies filled in (dense_init.py).
+    return build_model_with_cfg(GatedResNet, variant, pretrained, pretrained_filter_fn=chain_filter(None),
+                                **kwargs)
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
@@ -123,8 +126,16 @@ _ARCHS = {
     "resnet50": {"block": Bottleneck, "layers": (3, 4, 6, 3)},
 }
 
+def _dense_tag(arch: str) -> str:
+    """``gated_<arch>.<tag>`` of timm's default ``<arch>`` weights (``pretrained=True`` loads them)."""
+    cfg = dense_cfg(arch)
+    tag = str(cfg.get("hf_hub_id", "")).rpartition(".")[2]
+    return f"gated_{arch}.{tag}" if tag else f"gated_{arch}"
+
+
 default_cfgs = generate_default_cfgs({
-    **{f"gated_{arch}": _cfg() for arch in _ARCHS},
+    # pretrained=True: timm's default weights of the plain architecture, in the dense path
+    **{_dense_tag(arch): _cfg(**dense_cfg(arch)) for arch in _ARCHS},
     **{f"gated_{arch}_cifar": _cifar_cfg() for arch in _ARCHS},
     **{f"{arch}_cifar": _cifar_cfg() for arch in _ARCHS},
 })
@@ -132,19 +143,23 @@ default_cfgs = generate_default_cfgs({
 
 @register_model
 def gated_resnet18(pretrained: bool = False, **kwargs: Any) -> GatedResNet:
-    """Gated ResNet-18 (ImageNet stem)."""
+    """Gated ResNet-18 (ImageNet stem). ``pretrained=True`` loads timm's default ``resnet18`` weights into
+    the dense path; the gates start untrained (``recipes/pretrain.py --init_from`` trains them)."""
     return _create("gated_resnet18", pretrained, **dict(_ARCHS["resnet18"], **kwargs))
 
 
 @register_model
 def gated_resnet34(pretrained: bool = False, **kwargs: Any) -> GatedResNet:
-    """Gated ResNet-34 (ImageNet stem)."""
+    """Gated ResNet-34 (ImageNet stem). ``pretrained=True`` loads timm's default ``resnet34`` weights into
+    the dense path; the gates start untrained (``recipes/pretrain.py --init_from`` trains them)."""
     return _create("gated_resnet34", pretrained, **dict(_ARCHS["resnet34"], **kwargs))
 
 
 @register_model
 def gated_resnet50(pretrained: bool = False, **kwargs: Any) -> GatedResNet:
-    """Gated ResNet-50 (ImageNet stem); both Bottleneck inner widths are gated."""
+    """Gated ResNet-50 (ImageNet stem); both Bottleneck inner widths are gated. ``pretrained=True``
+    loads timm's default ``resnet50`` weights into the dense path; the gates start untrained
+    (``recipes/pretrain.py --init_from`` trains them)."""
     return _create("gated_resnet50", pretrained, **dict(_ARCHS["resnet50"], **kwargs))
 
 

@@ -20,6 +20,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 
 from ..gates import GateConfig
 from ._gating import as_timm_class, check_forward_input, setup_gates
+from .dense_init import chain_filter, dense_cfg
 from .resnet import CIFAR_MEAN, CIFAR_STD
 
 
@@ -96,7 +97,7 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> GatedVisionTransfo
         GatedVisionTransformer,
         variant,
         pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
+        pretrained_filter_fn=chain_filter(checkpoint_filter_fn),  # timm's ViT filter, then our gates
         feature_cfg={"out_indices": out_indices, "feature_cls": "getter"},
         **kwargs,
     )
@@ -125,10 +126,18 @@ _ARCHS = {
     "vit_tiny_patch4_32": {"img_size": 32, "patch_size": 4, "embed_dim": 192, "depth": 12, "num_heads": 3},
 }
 
+def _dense(arch: str) -> dict[str, Any]:
+    """``{gated_<arch>.<tag>: cfg}`` of timm's default ``<arch>`` weights (``pretrained=True``)."""
+    cfg = dense_cfg(arch)
+    tag = str(cfg.get("hf_hub_id", "")).rpartition(".")[2]
+    return {f"gated_{arch}.{tag}" if tag else f"gated_{arch}": _cfg(**cfg)}
+
+
 default_cfgs = generate_default_cfgs({
-    "gated_vit_tiny_patch16_224": _cfg(),
-    "gated_vit_small_patch16_224": _cfg(),
-    "gated_vit_base_patch16_224": _cfg(),
+    # pretrained=True: timm's default weights of the plain architecture, in the dense path
+    **_dense("vit_tiny_patch16_224"),
+    **_dense("vit_small_patch16_224"),
+    **_dense("vit_base_patch16_224"),
     "gated_vit_tiny_patch4_32": _cifar_cfg(),
     "vit_tiny_patch4_32": _cifar_cfg(),
 })

@@ -35,6 +35,10 @@ class PretrainConfig(RecipeConfig):
         model: timm architecture. ``gated_*`` for dual training; a plain one (``resnet18_cifar``)
             with ``gating: false`` trains the vanilla baseline with the identical recipe.
         model_kwargs: Extra ``timm.create_model`` keyword arguments (e.g. ``cifar_stem_padding``).
+        init_from: Start from these weights instead of a random init (``recipe/init.py``): a timm
+            pretrained tag (``resnet18.a1_in1k``), ``hf-hub:ORG/NAME``, ``local-dir:DIR``, one of
+            this library's checkpoint folders, or a weights file of ``model``'s architecture. The
+            weights go into the dense path; gated norms start as their copies, gates fresh.
         gating: Train the dense and gated modes together (False: vanilla SSL, dense only).
         budget: Target ``t_d``: the gated fraction of dense MACs, in (0, 1].
         separate_bn: One set of block norms per mode.
@@ -86,6 +90,7 @@ class PretrainConfig(RecipeConfig):
 
     model: str = "gated_resnet18_cifar"
     model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    init_from: str | None = None
     gating: bool = True
     budget: float = 0.5
     separate_bn: bool = True
@@ -161,7 +166,7 @@ class PretrainConfig(RecipeConfig):
         "augmentation": AUGMENTATIONS,
     }
     NON_EMPTY: ClassVar[tuple[str, ...]] = (
-        "model", "dataset", "train_split", "eval_train_split", "eval_split", "data_dir", "hub_id",
+        "model", "init_from", "dataset", "train_split", "eval_train_split", "eval_split", "data_dir", "hub_id",
     )
     RESUMABLE: ClassVar[frozenset[str]] = frozenset({
         "max_steps", "log_every", "knn_every", "save_every", "num_workers", "knn_k", "knn_temperature",
