@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -45,3 +47,16 @@ def one_error_line(code: int, err: str) -> str:
     assert code == 2, (code, err)
     assert len(lines) == 1 and err.strip().endswith(lines[0]) and "Traceback" not in err, err
     return lines[0]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(path: str) -> ModuleType:
+    """A script of the repository (``recipes/finetune.py``, ``benchmarks/...``) imported as a module,
+    so tests run its ``main`` / ``cli`` in-process as a user runs the file."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem + "_script", ROOT / path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -83,15 +83,12 @@ def test_training_flags_restored_and_bad_input_size(tmp_path: Path) -> None:
 
 
 def test_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import importlib.util
-
     from timm.models import save_for_hf
 
+    from tests.helpers import load_script
+
     save_for_hf(_gated_model(), tmp_path / "ckpt", safe_serialization=True)
-    spec = importlib.util.spec_from_file_location(
-        "export_onnx_recipe", Path(__file__).parents[2] / "recipes" / "export_onnx.py")
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    recipe = load_script("recipes/export_onnx.py")
     code = recipe.cli(["--checkpoint", str(tmp_path / "ckpt"), "--output", str(tmp_path / "g.onnx"),
                         "--mode", "gated", "--image_size", "16", "--check"])
     out = capsys.readouterr().out

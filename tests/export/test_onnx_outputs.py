@@ -6,7 +6,6 @@ would and checks the exit status, the single ``error:`` line and the md5 of ever
 from __future__ import annotations
 
 import errno
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import torch
 from timm.models import save_for_hf
 
 import timm_gated_ssl  # noqa: F401
-from tests.helpers import one_error_line, snapshot
+from tests.helpers import load_script, one_error_line, snapshot
 from timm_gated_ssl import export_onnx
 from timm_gated_ssl.errors import OutputExistsError
 from timm_gated_ssl.export.onnx import is_our_export
@@ -28,11 +27,7 @@ ROOT = Path(__file__).parents[2]
 
 @pytest.fixture(scope="module")
 def recipe() -> Any:
-    spec = importlib.util.spec_from_file_location("export_onnx_recipe", ROOT / "recipes" / "export_onnx.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes/export_onnx.py")
 
 
 @pytest.fixture

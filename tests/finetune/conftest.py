@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.recipe.conftest import ROOT, TINY, load_pretrain_module
+from tests.helpers import load_script
+from tests.recipe.conftest import TINY, load_pretrain_module
 
 # A few steps on 64 images: seconds per run on 2 cores. The narrow 16 px model's MAC fraction moves
 # in steps of about 0.02, so calibration gets a tolerance of 0.03.
@@ -18,11 +18,7 @@ FINETUNE_TINY = ["--cpu", "--no_progress", "--dataset", "digits", "--train_subse
 
 
 def load_finetune_module() -> Any:
-    spec = importlib.util.spec_from_file_location("finetune_recipe", ROOT / "recipes" / "finetune.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes/finetune.py")
 
 
 @pytest.fixture(scope="session")

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 from timm.models import save_for_hf
 
-RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "push_to_hub.py"
+from tests.helpers import load_script
 
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("push_to_hub_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes/push_to_hub.py")
 
 
 def test_recipe_pushes_a_checkpoint_dir(hub, gated_model, results_dict, tmp_path, capsys) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from safetensors.torch import load_file
+
+from tests.helpers import load_script
 
 ROOT = Path(__file__).parents[2]
 TINY = [
@@ -20,11 +21,7 @@ TINY = [
 
 
 def load_pretrain_module() -> Any:
-    spec = importlib.util.spec_from_file_location("pretrain_recipe", ROOT / "recipes" / "pretrain.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes/pretrain.py")
 
 
 @pytest.fixture(scope="session")
