@@ -25,6 +25,7 @@ from timm_gated_ssl import gate_mode, has_gates
 from timm_gated_ssl.budget import BudgetLoss
 from timm_gated_ssl.cli import add_training_run_arguments, exit_status, run_main, warn_slow_bf16
 from timm_gated_ssl.compute import count_macs
+from timm_gated_ssl.data.views import eval_data_config
 from timm_gated_ssl.errors import ConfigError
 from timm_gated_ssl.eval import extract_features, knn_accuracy
 from timm_gated_ssl.files import check_output_dir
@@ -264,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         if has_gates(backbone):
             metrics.update(realised_mac_ratio(backbone, monitor.query))
     if accelerator.is_main_process:
-        export_model(backbone.float(), output_dir, model_args=config.model_args())
+        export_model(backbone.float(), output_dir, model_args=config.model_args(),
+                     data_config=eval_data_config(image_size=train_info.image_size, mean=train_info.mean,
+                                                  std=train_info.std))
         write_json(output_dir / "metrics.json", {**metrics, "init_from": config.init_from})
         print("final: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
     accelerator.end_training()

@@ -124,3 +124,18 @@ def test_per_image_augmentation_resumes_exactly(pretrain: Any, tmp_path: Path) -
     run(pretrain, resumed, "--max_steps", "3", "--resume_from_checkpoint", "latest", *args)
     a, b = weights(straight), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_records_the_input_size_and_normalisation_it_was_trained_with(tmp_path: Path) -> None:
+    """timm.data.resolve_data_config on the exported checkpoint gives the training crop, not the
+    architecture's 32 px CIFAR default (the tiny run trains on 16 px digits)."""
+    from tests.recipe.conftest import load_pretrain_module
+    from timm_gated_ssl.data.datasets import DATASET_PRESETS
+
+    run(load_pretrain_module(), tmp_path, "--max_steps", "1", "--eval_split", "null", "--eval_train_split", "null")
+    model = timm.create_model(f"local-dir:{tmp_path}", pretrained=True)
+    config = timm.data.resolve_data_config({}, model=model)
+    digits = DATASET_PRESETS["digits"]
+    assert config["input_size"] == (3, 16, 16) and config["crop_pct"] == 1.0
+    assert config["mean"] == pytest.approx(digits.mean) and config["std"] == pytest.approx(digits.std)
+    assert config["interpolation"] == "bicubic"

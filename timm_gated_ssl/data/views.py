@@ -227,6 +227,20 @@ def build_ssl_views(
     )
 
 
+def eval_crop_pct(image_size: int) -> float:
+    """The center-crop fraction :func:`build_eval_transform` uses by default at ``image_size``."""
+    return 0.875 if image_size >= 128 else 1.0
+
+
+def eval_data_config(*, image_size: int, mean: Sequence[float], std: Sequence[float]) -> dict[str, Any]:
+    """timm's data config of :func:`build_eval_transform` (input size, normalisation, bicubic
+    resize, crop fraction): what a checkpoint records in ``config.json`` so that
+    ``timm.data.resolve_data_config`` feeds the encoder what it was trained and evaluated on."""
+    return {"input_size": (3, image_size, image_size), "mean": tuple(float(m) for m in mean),
+            "std": tuple(float(s) for s in std), "interpolation": "bicubic",
+            "crop_pct": eval_crop_pct(image_size), "crop_mode": "center"}
+
+
 def build_eval_transform(
     *,
     image_size: int,
@@ -253,7 +267,7 @@ def build_eval_transform(
     if not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
     if crop_pct is None:
-        crop_pct = 0.875 if image_size >= 128 else 1.0
+        crop_pct = eval_crop_pct(image_size)
     if not 0.0 < crop_pct <= 1.0:
         raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
     _check_stats(mean, std)
