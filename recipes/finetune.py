@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from timm_gated_ssl import gate_config, has_gates
 from timm_gated_ssl.cli import add_training_run_arguments, exit_status, run_main, warn_slow_bf16
+from timm_gated_ssl.data.views import eval_data_config
 from timm_gated_ssl.errors import ConfigError, NoGatesError
 from timm_gated_ssl.files import check_output_dir, refuse_overlap
 from timm_gated_ssl.finetune import (
@@ -253,7 +254,9 @@ def main(argv: list[str] | None = None) -> None:
 
     # ---- export: timm classifier + every head, results for the model card, metrics
     if accelerator.is_main_process:
-        export_classifier(backbone, heads, "gated" if gated else "vanilla", output_dir)
+        train = data.protocol.train
+        export_classifier(backbone, heads, "gated" if gated else "vanilla", output_dir,
+                          data_config=eval_data_config(image_size=image_size, mean=train.mean, std=train.std))
         write_json(output_dir / "results.json", evaluation.to_dict())
         write_json(output_dir / "metrics.json", metrics)
         print(evaluation.to_markdown())

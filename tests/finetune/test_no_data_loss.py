@@ -207,3 +207,14 @@ def test_unreachable_budget_is_refused_before_training(finetune: Any, width_chec
     err = _cli(finetune, capsys, "--checkpoint", str(width_checkpoint), "--output_dir", str(tmp_path / "o"), *args)
     assert "budget 0.3 is unreachable at 32 px" in err and f"pass {flag} 0." in err  # digits: 32 px
     assert not (tmp_path / "o").exists()
+
+
+def test_the_classifier_records_its_preprocessing(finished: Path) -> None:
+    """``timm.data.resolve_data_config`` on the fine-tuned classifier gives the crop and statistics
+    its heads were trained and evaluated with (16 px digits), not the architecture's defaults."""
+    from timm_gated_ssl.data.datasets import DATASET_PRESETS
+
+    model = timm.create_model(f"local-dir:{finished}", pretrained=True)
+    config = timm.data.resolve_data_config({}, model=model)
+    assert config["input_size"] == (3, 16, 16) and config["crop_pct"] == 1.0
+    assert config["mean"] == pytest.approx(DATASET_PRESETS["digits"].mean)

@@ -36,10 +36,12 @@ TOP1_NAMES = {"linear": "Linear-evaluation top-1", "full": "Fine-tuned top-1"}
 
 
 def export_classifier(
-    backbone: nn.Module, heads: Mapping[str, nn.Linear], primary: str, output_dir: str | os.PathLike[str]
+    backbone: nn.Module, heads: Mapping[str, nn.Linear], primary: str, output_dir: str | os.PathLike[str],
+    *, data_config: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``backbone`` + the ``primary`` head as a timm classifier, and every head to
-    ``heads.safetensors`` (keys ``NAME.weight`` / ``NAME.bias``); ``backbone`` is left unchanged."""
+    ``heads.safetensors`` (keys ``NAME.weight`` / ``NAME.bias``); ``backbone`` is left unchanged.
+    ``data_config`` records the preprocessing the heads were evaluated with in ``config.json``."""
     out = Path(output_dir)
     head = heads[primary]
     model = copy.deepcopy(backbone).float().cpu()
@@ -57,7 +59,7 @@ def export_classifier(
         os.replace(tmp, out / HEADS_FILE)
     finally:
         tmp.unlink(missing_ok=True)
-    export_model(model, out)
+    export_model(model, out, data_config=data_config)
     return out
 
 
