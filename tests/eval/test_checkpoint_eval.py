@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import timm
@@ -276,3 +277,69 @@ def test_a_calibration_that_lands_on_an_evaluated_offset_reuses_its_passes(
     assert [e.calibrated for e in gated] == [False, True, True]
     assert len({(e.linear_top1, e.knn_top1, e.mac_fraction) for e in gated}) == 1
     assert [e.calibration_mac_fraction for e in gated] == [None, 0.42, 0.42]
+
+
+# ------------------------------------------------------------------------ one row builder
+def test_every_entry_is_the_row_evaluate_features_gives_for_its_passes(
+    monkeypatch: pytest.MonkeyPatch, checkpoints: dict[str, Path]
+) -> None:
+    """One path to a row: each entry of evaluate_checkpoint is one evaluate_features call, and
+    evaluate_features on the same features (and the same compute) gives an identical row."""
+    from timm_gated_ssl.eval import checkpoint as module
+    from timm_gated_ssl.eval import entries as entries_module
+    from timm_gated_ssl.eval import evaluate_features
+    from timm_gated_ssl.eval.channel_usage import channel_usage_from_masks
+
+    passes: dict[str, Any] = {}
+    real_extract = module._extract
+
+    def recording_extract(*args: object, **kwargs: object) -> Any:
+        passes[str(kwargs["desc"])] = split = real_extract(*args, **kwargs)
+        return split
+
+    built: list[object] = []
+    real_evaluate = entries_module.evaluate_features
+
+    def recording_evaluate(*args: Any, **kwargs: Any) -> Any:
+        built.append(row := real_evaluate(*args, **kwargs))
+        return row
+
+    monkeypatch.setattr(module, "_extract", recording_extract)
+    monkeypatch.setattr(entries_module, "evaluate_features", recording_evaluate)
+    result = evaluate_checkpoint(
+        checkpoints["gated"], budgets=(0.8,), vanilla=checkpoints["vanilla"], **FAST
+    )
+    assert list(result.entries) == built  # no row is made any other way
+    dense, own, calibrated, vanilla = result.entries
+    assert dense.macs is not None
+
+    def row(tag: str, **kwargs: Any) -> object:
+        train, test = passes[f"{tag} train"].features, passes[f"{tag} test"].features
+        return evaluate_features(
+            train, test, num_classes=10, knn_k=20, linear_seeds=FAST["linear_seeds"],
+            linear_epochs=FAST["linear_epochs"], dense_macs=dense.macs, **kwargs,
+        )
+
+    def gated(tag: str) -> dict[str, Any]:
+        test = passes[f"{tag} test"]
+        return {"macs": dense.macs * float(test.fraction.mean()),
+                "channel_usage": channel_usage_from_masks(test.masks)}
+
+    assert row("dense", mode="dense", budget=0.5, macs=dense.macs) == dense
+    assert row("gated t_d=0.5", mode="gated", budget=0.5, gate_offset=0.0, **gated("gated t_d=0.5")) == own
+    assert row(
+        "gated t_d=0.8 cal", mode="gated", budget=0.8, calibrated=True,
+        calibration_mac_fraction=calibrated.calibration_mac_fraction,
+        gate_offset=calibrated.gate_offset, **gated("gated t_d=0.8 cal"),
+    ) == calibrated
+    assert row("vanilla", mode="vanilla", macs=dense.macs) == vanilla
+
+
+def test_a_failed_calibration_leaves_the_model_as_it_was(checkpoints: dict[str, Path]) -> None:
+    from timm_gated_ssl.errors import CalibrationError
+
+    model = timm.create_model(f"local-dir:{checkpoints['gated']}", pretrained=True).train()
+    with pytest.raises(CalibrationError, match="target 0.001 is unreachable"):
+        evaluate_checkpoint(model, budgets=(0.001,), **FAST)
+    assert model.training
+    assert all(float(g.logit_offset) == 0.0 for _, g in timm_gated_ssl.iter_gates(model))

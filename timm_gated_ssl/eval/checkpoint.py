@@ -14,196 +14,97 @@ Example:
     ... )
     >>> print(result.to_markdown())  # doctest: +SKIP
 
-Loading the checkpoint is ``hub/checkpoint.py``, the protocol's splits ``protocol_data.py`` and the files
-written ``outputs.py``; this module extracts features per mode and budget and scores them.
+Where each phase lives: loading the checkpoint ``hub/checkpoint.py``; the option checks
+``checks.py``; the protocol's splits ``protocol_data.py``, with the run's defaults and the loaders
+``phases.py``; one feature pass ``passes.py``; the rows per mode and budget ``entries.py`` (each
+through :func:`~.evaluate.evaluate_features`); the protocol record and the files ``phases.py``
+(written by ``outputs.py``). This module runs them in the protocol's order, and holds the two
+steps that touch the model's gates from outside: the passes and the budget calibration.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch import nn
 
-from ..attach import gate_config, gate_masks, gate_mode, has_gates
-from ..calibration import (
-    budget_key,
-    calibrate_budget,
-    calibrated_budgets,
-    gate_offset,
-    set_gate_offset,
-)
-from ..compute import CostTable, cost_table
-from ..data import EvalDataset, ImageDataset, build_eval_transform
-from ..errors import NoGatesError, check_budget
-from ..files import check_output_dir, refuse_overlap
+from ..attach import has_gates
+from ..calibration import calibrate_budget, gate_offset, set_gate_offset
+from ..compute import cost_table
+from ..data import ImageDataset, build_eval_transform
 from ..hub.checkpoint import load_run
-from .channel_usage import ChannelUsage, channel_usage_from_masks
-from .features import extract_features
-from .knn import knn_accuracy
-from .linear_probe import linear_probe_repeated
-from .outputs import export_calibrated, write_outputs
-from .protocol_data import prepare_data
-from .report import EvaluationResult, ModeEvaluation
+from ..results import EvaluationResult
+from .checks import check_arguments, check_bank, refuse_budgets_without_gates
+from .entries import ProbeSettings, gated_entries, restored_gates, vanilla_entry
+from .evaluate import KNN_TEMPERATURE
+from .passes import SplitPass
+from .passes import extract_pass as _extract  # every pass goes through this module-level name
+from .phases import Loaders, protocol_data_for, protocol_record, write_results
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-__all__ = ["evaluate_checkpoint"]
-
-KNN_TEMPERATURE = 0.07
-_MAX_CACHED_IMAGES = 100_000  # keep decoded images in memory up to this many (as the recipe)
+__all__ = ["KNN_TEMPERATURE", "evaluate_checkpoint"]
 
 
-# ------------------------------------------------------------------------------- extraction
+# ------------------------------------------------------------------------ passes, calibration
 @dataclass(frozen=True)
-class _Pass:
-    """Features of one mode on one split; for the gated mode also masks and compute."""
+class _Splits:
+    """The bank and test loaders, and what every pass over them shares.
 
-    features: Any  # Features
-    fraction: Tensor | None = None  # (N,) float64 gated / dense MACs per sample
-    masks: dict[str, Tensor] | None = None  # block -> (N, C) bool
-
-
-def _extract(
-    model: nn.Module,
-    loader: Any,
-    *,
-    mode: str | None,
-    table: CostTable | None,
-    accelerator: Accelerator | None,
-    progress: bool,
-    desc: str,
-) -> _Pass:
-    """Features (and in gated mode masks and per-sample MAC fractions) in one forward per batch.
-
-    Masks and fractions ride along as extra feature columns, so one ``gather_for_metrics`` keeps
-    them aligned with the features and drops a distributed loader's padding for all of them.
+    ``run`` is the :data:`~.entries.Run` the rows are made from; every pass goes through this
+    module's ``_extract``, so one name sees (and a test can count) all of them.
     """
-    gated = mode == "gated"
-    layout: list[tuple[str, int]] = []  # (column name, width) of the mask columns
-    dim: list[int] = []
-    autocast = accelerator.autocast if accelerator is not None else contextlib.nullcontext
 
-    def features_of(images: Tensor) -> Tensor:
-        with autocast():
-            out = model.forward_head(model.forward_features(images), pre_logits=True)
-        out = out.float()
-        if not gated:
-            return out
-        assert table is not None
-        masks = gate_masks(model)
-        if not layout:
-            dim.append(out.shape[1])
-            for block, per_width in masks.items():
-                for i, mask in enumerate(per_width):
-                    name = block if len(per_width) == 1 else f"{block}[{i}]"
-                    layout.append((name, int(mask.shape[1])))
-        columns = [out] + [m.float() for per_width in masks.values() for m in per_width]
-        fraction = table.gated(masks) / table.dense
-        return torch.cat([*columns, fraction.float().unsqueeze(1)], dim=1)
+    train: Any
+    test: Any
+    train_split: str
+    test_split: str
+    input_size: tuple[int, int, int]
+    accelerator: Accelerator | None
+    progress: bool
 
-    gate_kwargs: dict[str, Any] = {}
-    if mode is not None:
-        gate_kwargs = {"mode": mode, "mode_context": gate_mode}
-    bank = extract_features(
-        model,
-        loader,
-        accelerator=accelerator,
-        progress=progress,
-        desc=desc,
-        feature_fn=features_of,
-        **gate_kwargs,
-    )
-    if not gated:
-        return _Pass(bank)
-    packed = bank.features
-    features = type(bank)(features=packed[:, : dim[0]].contiguous(), labels=bank.labels)
-    masks: dict[str, Tensor] = {}
-    start = dim[0]
-    for name, width in layout:
-        masks[name] = packed[:, start : start + width] > 0.5
-        start += width
-    return _Pass(features, fraction=packed[:, start].double(), masks=masks)
+    def run(self, model: nn.Module, mode: str | None, tag: str) -> tuple[SplitPass, SplitPass]:
+        """The bank and the test pass of ``model`` in ``mode`` (progress bars labelled ``tag``)."""
+        table = cost_table(model, self.input_size) if mode == "gated" else None
+
+        def one(loader: Any, split: str) -> SplitPass:
+            return _extract(model, loader, mode=mode, table=table, accelerator=self.accelerator,
+                            progress=self.progress, desc=f"{tag} {split}")
+
+        return one(self.train, self.train_split), one(self.test, self.test_split)
 
 
-# ------------------------------------------------------------------------------- the metrics
-def _row(
-    train: _Pass,
-    test: _Pass,
-    *,
-    mode: str,
-    budget: float | None,
-    dense_macs: float,
-    macs: float,
-    num_classes: int,
-    knn_k: int,
-    linear_epochs: int,
-    linear_seeds: Sequence[int],
-    device: torch.device | None,
-    calibrated: bool = False,
-    calibration_mac_fraction: float | None = None,
-    gate_offset: float | None = None,
-) -> ModeEvaluation:
-    usage: tuple[ChannelUsage, ...] | None = None
-    if test.masks is not None:
-        usage = tuple(channel_usage_from_masks(test.masks))
-    k = min(knn_k, len(train.features))
-    probe = linear_probe_repeated(
-        train.features,
-        test.features,
-        num_classes=num_classes,
-        seeds=tuple(linear_seeds),
-        epochs=linear_epochs,
-        device=device,
-    )
-    return ModeEvaluation(
-        mode=mode,  # type: ignore[arg-type]
-        budget=budget,
-        knn_top1=knn_accuracy(
-            train.features,
-            test.features,
-            k=k,
-            temperature=KNN_TEMPERATURE,
-            num_classes=num_classes,
-        ),
-        knn1_top1=knn_accuracy(train.features, test.features, k=1, num_classes=num_classes),
-        linear_top1=probe.top1_mean,
-        linear_top1_std=probe.top1_std,
-        linear_runs=len(probe.runs),
-        macs=macs,
-        mac_fraction=macs / dense_macs,
-        calibrated=calibrated,
-        calibration_mac_fraction=calibration_mac_fraction,
-        gate_offset=gate_offset,
-        channel_usage=usage,
-    )
+def _calibrate(
+    model: nn.Module, calibration: ImageDataset | None, budgets: Sequence[float], *,
+    loaders: Loaders, tol: float, accelerator: Accelerator | None,
+) -> tuple[dict[float, float], dict[float, float]]:
+    """``{budget: gate offset}`` and ``{budget: F_g / F_d on the calibration data}``.
 
+    Every process calibrates on all of ``calibration``, then takes the main process's offset;
+    the model is back at its own offset afterwards.
+    """
+    offsets: dict[float, float] = {}
+    fractions: dict[float, float] = {}
+    if not budgets:
+        return offsets, fractions
+    assert calibration is not None
+    loader = loaders.of(calibration, shard=False, labels=False)
+    original = gate_offset(model)
+    for budget in budgets:
+        result = calibrate_budget(model, loader, budget, tol=tol, record=False)
+        offset = result.offset
+        if accelerator is not None and accelerator.num_processes > 1:
+            from accelerate.utils import broadcast
 
-def _check_budgets(budgets: Sequence[float]) -> list[float]:
-    if isinstance(budgets, (str, bytes)) or not isinstance(budgets, Sequence):
-        raise TypeError(f"budgets must be a sequence of numbers in (0, 1], got {budgets!r}")
-    checked = {budget_key(b): b for b in (check_budget(v, name="each budget") for v in budgets)}
-    return sorted(checked.values())
-
-
-def _check_bank(images: int, *, num_classes: int, knn_k: int, max_train: int | None) -> None:
-    """A probe / k-NN bank needs an image per class and ``knn_k`` neighbours to vote; fewer gives
-    a valid-looking but meaningless result, so it is refused, naming the option to change."""
-    need = max(num_classes, knn_k)
-    if images >= need:
-        return
-    cause = (f"max_train={max_train} leaves" if max_train is not None else "the training split has")
-    raise ValueError(
-        f"{cause} {images} labelled image(s) for the probe / k-NN bank, fewer than the "
-        f"{num_classes} classes or knn_k={knn_k} neighbours: pass --max_train {need} or more"
-        + (" (or a smaller --knn_k)" if knn_k > num_classes else "")
-    )
+            offset = float(broadcast(torch.tensor([offset], device=accelerator.device))[0])
+        offsets[budget], fractions[budget] = offset, result.mac_fraction
+    set_gate_offset(model, original)
+    return offsets, fractions
 
 
 # ------------------------------------------------------------------------------------ public
@@ -301,7 +202,7 @@ def evaluate_checkpoint(
         seed: Seeds the bank subset and the calibration slice.
 
     Returns:
-        The :class:`~timm_gated_ssl.eval.report.EvaluationResult` (its ``protocol`` records the
+        The :class:`~timm_gated_ssl.results.EvaluationResult` (its ``protocol`` records the
         splits, sample counts and settings).
 
     Raises:
@@ -313,235 +214,65 @@ def evaluate_checkpoint(
         ValueError: A train or test split without labels, the test split as
             ``calibration_split``, or another invalid option.
     """
-    budget_list = _check_budgets(budgets)
-    if not 0 < calibration_tol < 1:
-        raise ValueError(f"calibration_tol must be in (0, 1), got {calibration_tol!r}")
-    if isinstance(knn_k, bool) or not isinstance(knn_k, int) or knn_k < 1:
-        raise ValueError(f"knn_k must be an integer >= 1, got {knn_k!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    for name, value, low in (("image_size", image_size, 1), ("calibration_size", calibration_size, 1),
-                             ("linear_epochs", linear_epochs, 1), ("num_workers", num_workers, 0)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-            raise ValueError(f"{name} must be an integer >= {low}" + (" or None" if name in
-                             ("image_size", "calibration_size") else "") + f", got {value!r}")
-    for name, folder in (("output_dir", output_dir), ("export_dir", export_dir)):
-        if folder is not None:
-            check_output_dir(folder, name=name)  # before the long passes, not after them
-    if export_dir is not None and isinstance(checkpoint, (str, os.PathLike)) \
-            and not os.fspath(checkpoint).startswith("hf-hub:"):
-        # The export replaces model.safetensors and config.json: never the checkpoint's own.
-        refuse_overlap(export_dir, checkpoint, output_name="export_dir", source_name="checkpoint", inside_ok=True)
-    if hub_id is not None and (not isinstance(hub_id, str) or hub_id.count("/") != 1):
-        raise ValueError(f"hub_id must be a Hub dataset id 'owner/name', got {hub_id!r}")
-    if data_dir is not None and not os.path.isdir(data_dir):
-        raise ValueError(f"data_dir {os.fspath(data_dir)!r} is not an existing folder")
-    if isinstance(linear_seeds, (str, bytes)) or not linear_seeds:
-        raise ValueError(f"linear_seeds must be a non-empty sequence of integers, got {linear_seeds!r}")
+    budget_list = check_arguments(
+        checkpoint, budgets=budgets, calibration_tol=calibration_tol, knn_k=knn_k,
+        batch_size=batch_size, image_size=image_size, calibration_size=calibration_size,
+        linear_epochs=linear_epochs, num_workers=num_workers, output_dir=output_dir,
+        export_dir=export_dir, hub_id=hub_id, data_dir=data_dir, linear_seeds=linear_seeds,
+    )
     loaded = load_run(checkpoint)
-    model = loaded.model
-    gated = has_gates(model)
-    if budget_list and not gated:
-        raise NoGatesError(
-            f"{loaded.source} ({loaded.name}) has no gates, so budgets "
-            f"{[float(b) for b in budget_list]} cannot be calibrated: evaluate a gated checkpoint "
-            "(a gated_* architecture) or drop --budgets (pass an ungated run as the vanilla baseline)"
-        )
+    model, gated = loaded.model, has_gates(loaded.model)
+    refuse_budgets_without_gates(loaded, budget_list)
     baseline = load_run(vanilla) if vanilla is not None else None
 
-    pretrain = loaded.pretrain_config
-    same_data = pretrain.get("dataset") == dataset
-    data = prepare_data(
-        dataset=dataset,
-        train_split=train_split,
-        test_split=test_split,
-        calibration_split=calibration_split,
-        calibration_size=calibration_size,
-        need_calibration=bool(budget_list),
-        image_size=image_size if image_size is not None else pretrain.get("image_size"),
-        data_dir=data_dir
-        if data_dir is not None
-        else (pretrain.get("data_dir") if same_data else None),
-        hub_id=hub_id if hub_id is not None else (pretrain.get("hub_id") if same_data else None),
-        max_train=max_train,
-        seed=seed,
+    data = protocol_data_for(
+        loaded.pretrain_config, dataset=dataset, train_split=train_split, test_split=test_split,
+        calibration_split=calibration_split, calibration_size=calibration_size,
+        need_calibration=bool(budget_list), image_size=image_size, data_dir=data_dir,
+        hub_id=hub_id, max_train=max_train, seed=seed,
     )
-    _check_bank(len(data.train), num_classes=data.num_classes, knn_k=knn_k, max_train=max_train)
+    check_bank(len(data.train), num_classes=data.num_classes, knn_k=knn_k, max_train=max_train)
     size = data.image_size
     transform = build_eval_transform(image_size=size, mean=data.train.mean, std=data.train.std)
-
-    def loader_of(info: ImageDataset, *, shard: bool = True, labels: bool = True) -> Any:
-        rows = EvalDataset(
-            info.dataset,
-            transform,
-            image_column=info.image_column,
-            label_column=info.label_column if labels else None,
-            cache_decoded=len(info) <= _MAX_CACHED_IMAGES,
-        )
-        loader = DataLoader(rows, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-        if accelerator is not None and shard:
-            return accelerator.prepare_data_loader(loader)
-        return loader
-
+    loaders = Loaders(transform=transform, batch_size=batch_size, num_workers=num_workers,
+                      accelerator=accelerator)
+    splits = _Splits(train=loaders.of(data.train), test=loaders.of(data.test),
+                     train_split=train_split, test_split=test_split, input_size=(3, size, size),
+                     accelerator=accelerator, progress=progress)
     device = accelerator.device if accelerator is not None else None
-    is_main = accelerator.is_main_process if accelerator is not None else True
-    train_loader, test_loader = loader_of(data.train), loader_of(data.test)
-    common: dict[str, Any] = {
-        "num_classes": data.num_classes,
-        "knn_k": knn_k,
-        "linear_epochs": linear_epochs,
-        "linear_seeds": tuple(linear_seeds),
-        "device": device,
-    }
-    entries: list[ModeEvaluation] = []
-    was_training = model.training
+    settings = ProbeSettings(num_classes=data.num_classes, knn_k=knn_k, linear_epochs=linear_epochs,
+                             linear_seeds=tuple(linear_seeds), device=device)
+
     if device is not None:
         model.to(device)
-    input_size = (3, size, size)
-    dense_macs = float(cost_table(model, input_size).dense)
-
-    def run(mode: str | None, tag: str, target: nn.Module = model) -> tuple[_Pass, _Pass]:
-        table = cost_table(target, input_size) if mode == "gated" else None
-        kwargs = {"mode": mode, "table": table, "accelerator": accelerator, "progress": progress}
-        return (
-            _extract(target, train_loader, desc=f"{tag} {train_split}", **kwargs),
-            _extract(target, test_loader, desc=f"{tag} {test_split}", **kwargs),
-        )
-
-    calibration_fraction: dict[float, float] = {}
+    dense_macs = float(cost_table(model, splits.input_size).dense)
     offsets: dict[float, float] = {}
     if not gated:
-        train_pass, test_pass = run(None, "features")
-        entries.append(
-            _row(
-                train_pass,
-                test_pass,
-                mode="vanilla",
-                budget=None,
-                dense_macs=dense_macs,
-                macs=dense_macs,
-                **common,
-            )
-        )
+        entries = [vanilla_entry(model, splits.run, tag="features", input_size=splits.input_size,
+                                 dense_macs=dense_macs, settings=settings)]
     else:
-        original = gate_offset(model)
-        trained_budget = gate_config(model).budget
-        try:
-            if budget_list:  # calibrate first: an unreachable budget fails before the long passes
-                assert data.calibration is not None
-                calib_loader = loader_of(data.calibration, shard=False, labels=False)
-                for budget in budget_list:
-                    result = calibrate_budget(
-                        model, calib_loader, budget, tol=calibration_tol, record=False
-                    )
-                    offset = result.offset
-                    if accelerator is not None and accelerator.num_processes > 1:
-                        from accelerate.utils import broadcast
-
-                        offset = float(broadcast(torch.tensor([offset], device=device))[0])
-                    offsets[budget], calibration_fraction[budget] = offset, result.mac_fraction
-                set_gate_offset(model, original)
-
-            train_pass, test_pass = run("dense", "dense")
-            entries.append(
-                _row(
-                    train_pass,
-                    test_pass,
-                    mode="dense",
-                    budget=trained_budget,
-                    dense_macs=dense_macs,
-                    macs=dense_macs,
-                    **common,
-                )
-            )
-            table = calibrated_budgets(model)
-            own_calibrated = abs(table.get(trained_budget, float("nan")) - original) < 1e-6
-            points = [(trained_budget, original, own_calibrated, None)] + [
-                (b, offsets[b], True, calibration_fraction[b]) for b in budget_list
-            ]
-            # Eval-mode gates are deterministic: a calibration that lands on an offset already
-            # evaluated (e.g. the checkpoint's own, when training met the budget) reuses its passes.
-            passes: dict[float, tuple[_Pass, _Pass]] = {}
-            for budget, offset, calibrated, calib_fraction in points:
-                set_gate_offset(model, offset)
-                tag = f"gated t_d={budget:g}" + (" cal" if calibrated else "")
-                if offset not in passes:
-                    passes[offset] = run("gated", tag)
-                train_pass, test_pass = passes[offset]
-                assert test_pass.fraction is not None
-                entries.append(
-                    _row(
-                        train_pass,
-                        test_pass,
-                        mode="gated",
-                        budget=budget,
-                        dense_macs=dense_macs,
-                        macs=dense_macs * float(test_pass.fraction.mean()),
-                        calibrated=calibrated,
-                        calibration_mac_fraction=calib_fraction,
-                        gate_offset=float(gate_offset(model)),
-                        **common,
-                    )
-                )
-        finally:
-            set_gate_offset(model, original)
-            model.train(was_training)
-
+        with restored_gates(model) as original:  # calibrate first: an unreachable budget fails
+            offsets, fractions = _calibrate(model, data.calibration, budget_list, loaders=loaders,
+                                            tol=calibration_tol, accelerator=accelerator)
+            entries = gated_entries(model, splits.run, original=original, budgets=budget_list,
+                                    offsets=offsets, fractions=fractions, dense_macs=dense_macs,
+                                    settings=settings)
     if baseline is not None:
-        base = baseline.model
         if device is not None:
-            base.to(device)
-        mode = "dense" if has_gates(base) else None
-        train_pass, test_pass = run(mode, "vanilla", base)
-        base_macs = float(cost_table(base, input_size).dense)
-        entries.append(
-            _row(
-                train_pass,
-                test_pass,
-                mode="vanilla",
-                budget=None,
-                dense_macs=dense_macs,
-                macs=base_macs,
-                **common,
-            )
-        )
+            baseline.model.to(device)
+        entries.append(vanilla_entry(baseline.model, splits.run, tag="vanilla",
+                                     input_size=splits.input_size, dense_macs=dense_macs,
+                                     settings=settings))
 
-    protocol: dict[str, Any] = {
-        "checkpoint": loaded.source,
-        "vanilla": baseline.source if baseline is not None else None,
-        "train_split": train_split,
-        "test_split": test_split,
-        "num_train": len(data.train),
-        "num_test": len(data.test),
-        "calibration": data.calibration_source,
-        "num_calibration": len(data.calibration) if data.calibration is not None else 0,
-        "calibration_tol": calibration_tol if budget_list else None,
-        "image_size": size,
-        "mean": list(data.train.mean),
-        "std": list(data.train.std),
-        "knn_k": knn_k,
-        "knn_temperature": KNN_TEMPERATURE,
-        "linear_epochs": linear_epochs,
-        "linear_seeds": [int(s) for s in linear_seeds],
-        "dense_macs": dense_macs,
-        "macs_counted": "conv MACs incl. stem, downsample and gates (no linear/BN)",
-        "seed": seed,
-        "world_size": accelerator.num_processes if accelerator is not None else 1,
-    }
-    evaluation = EvaluationResult(
-        model_name=model_name or loaded.name,
-        dataset=dataset,
-        entries=tuple(entries),
-        split=test_split,
-        protocol=protocol,
+    protocol = protocol_record(
+        data, checkpoint=loaded.source, vanilla=baseline.source if baseline is not None else None,
+        train_split=train_split, test_split=test_split,
+        calibration_tol=calibration_tol if budget_list else None, settings=settings,
+        dense_macs=dense_macs, seed=seed,
+        world_size=accelerator.num_processes if accelerator is not None else 1,
     )
-    if output_dir is not None and is_main:
-        write_outputs(evaluation, output_dir)
-    if export_dir is not None and is_main:
-        if not gated:
-            raise NoGatesError(f"export_dir needs a gated checkpoint; {loaded.source} has no gates")
-        export_calibrated(model, export_dir, offsets)
-        write_outputs(evaluation, export_dir)
-    if accelerator is not None:
-        accelerator.wait_for_everyone()
+    evaluation = EvaluationResult(model_name=model_name or loaded.name, dataset=dataset,
+                                  entries=tuple(entries), split=test_split, protocol=protocol)
+    write_results(evaluation, output_dir=output_dir, export_dir=export_dir, model=model,
+                  gated=gated, offsets=offsets, source=loaded.source, accelerator=accelerator)
     return evaluation
