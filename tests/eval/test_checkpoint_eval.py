@@ -224,13 +224,9 @@ def test_calibration_on_the_test_split_is_refused(checkpoints: dict[str, Path]) 
 
 
 def test_recipe_cli(checkpoints: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    import importlib.util
+    from tests.helpers import load_script
 
-    path = Path(__file__).resolve().parents[2] / "recipes" / "evaluate.py"
-    spec = importlib.util.spec_from_file_location("evaluate_recipe", path)
-    assert spec is not None and spec.loader is not None
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    recipe = load_script("recipes/evaluate.py")
     args = [
         "--dataset",
         "digits",

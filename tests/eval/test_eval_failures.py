@@ -13,7 +13,7 @@ from PIL import Image
 from timm.models import save_for_hf
 
 import timm_gated_ssl  # noqa: F401
-from tests.helpers import one_error_line, snapshot
+from tests.helpers import load_script, one_error_line, snapshot
 from timm_gated_ssl.errors import ConfigError, UnknownSplitError
 from timm_gated_ssl.eval import evaluate_checkpoint
 from timm_gated_ssl.hub import CheckpointError
@@ -77,14 +77,7 @@ def test_a_bank_smaller_than_the_classes_or_k_is_refused(checkpoint: Path, tmp_p
 
 
 def _evaluate_recipe() -> Any:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "evaluate_recipe", Path(__file__).resolve().parents[2] / "recipes" / "evaluate.py")
-    assert spec is not None and spec.loader is not None
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    return recipe
+    return load_script("recipes/evaluate.py")
 
 
 def test_the_recipe_refuses_a_one_image_bank(checkpoint: Path, tmp_path: Path,
