@@ -4,7 +4,7 @@ Training images get the linear-evaluation augmentation of the SSL literature (Ra
 scale (0.08, 1), bicubic, and a horizontal flip; e.g. Bardes et al., "VICReg", arXiv:2105.04906,
 Appendix C.2, as in solo-learn's linear protocol), test images the deterministic evaluation
 transform of :func:`~timm_gated_ssl.data.build_eval_transform`. The splits are chosen by
-:func:`~timm_gated_ssl.eval.protocol_data.prepare_data`, so budgets are calibrated on training
+:func:`~timm_gated_ssl.eval.phases.protocol_data_for` (as for evaluation), so budgets are calibrated on training
 images held out of the training set, never on the test split.
 """
 
@@ -21,7 +21,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
 from ..data import EvalDataset, ImageDataset, build_eval_transform, to_rgb_uint8
-from ..eval.protocol_data import ProtocolData, prepare_data
+from ..eval.phases import protocol_data_for
+from ..eval.protocol_data import ProtocolData
 from ..recipe.data import SeededViews
 from .config import FinetuneConfig
 
@@ -71,17 +72,11 @@ def build_finetune_data(
         ValueError: A split without labels, ``num_classes`` that disagrees with the dataset, or a
             global batch larger than the training set.
     """
-    same_data = pretrain_config.get("dataset") == config.dataset
-    protocol = prepare_data(
-        dataset=str(config.dataset), train_split=config.train_split, test_split=config.test_split,
-        calibration_split=None, calibration_size=config.calibration_size,
-        need_calibration=need_calibration,
-        image_size=config.image_size or pretrain_config.get("image_size"),
-        data_dir=config.data_dir if config.data_dir is not None
-        else (pretrain_config.get("data_dir") if same_data else None),
-        hub_id=config.hub_id if config.hub_id is not None
-        else (pretrain_config.get("hub_id") if same_data else None),
-        max_train=config.train_subset, seed=config.seeds[0],
+    protocol = protocol_data_for(
+        pretrain_config, dataset=str(config.dataset), train_split=config.train_split,
+        test_split=config.test_split, calibration_split=None, calibration_size=config.calibration_size,
+        need_calibration=need_calibration, image_size=config.image_size, data_dir=config.data_dir,
+        hub_id=config.hub_id, max_train=config.train_subset, seed=config.seeds[0],
     )
     if config.num_classes is not None and config.num_classes != protocol.num_classes:
         raise ValueError(
