@@ -4,8 +4,8 @@ Training images get the linear-evaluation augmentation of the SSL literature (Ra
 scale (0.08, 1), bicubic, and a horizontal flip; e.g. Bardes et al., "VICReg", arXiv:2105.04906,
 Appendix C.2, as in solo-learn's linear protocol), test images the deterministic evaluation
 transform of :func:`~timm_gated_ssl.data.build_eval_transform`. The splits are chosen by
-:func:`~timm_gated_ssl.eval.phases.protocol_data_for` (as for evaluation), so budgets are calibrated on training
-images held out of the training set, never on the test split.
+:func:`~timm_gated_ssl.eval.phases.protocol_data_for` (as for evaluation), so budgets are
+calibrated on training images held out of the training set, never on the test split.
 """
 
 from __future__ import annotations
