@@ -501,7 +501,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--phase", choices=["train", "evaluate", "all", "report"], default="all")
+    parser.add_argument("--phase", choices=["train", "evaluate", "all", "report", "plot"], default="all",
+                        help="plot: redraw docs/results/tradeoff.png from the published JSON, no training")
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="main")
     parser.add_argument("--runs", nargs="+", default=["vanilla", "dual_td0.3"])
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "out" / "reproduce_small"))
@@ -512,6 +513,10 @@ def main() -> None:
     out = Path(args.output)
     if args.phase == "report":
         report(out, publish=args.publish)
+        return
+    if args.phase == "plot":
+        docs = ROOT / "docs" / "results"
+        plot(json.loads((docs / "reproduce_small.json").read_text())["runs"], docs / "tradeoff.png")
         return
     for name in args.runs:
         split_name(name)  # refuse an unknown run before any training
