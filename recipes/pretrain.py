@@ -267,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     if accelerator.is_main_process:
         export_model(backbone.float(), output_dir, model_args=config.model_args(),
                      data_config=eval_data_config(image_size=train_info.image_size, mean=train_info.mean,
-                                                  std=train_info.std))
+                                                  std=train_info.std),
+                     extra={"init_from": config.init_from} if config.init_from else None)
         write_json(output_dir / "metrics.json", {**metrics, "init_from": config.init_from})
         print("final: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
     accelerator.end_training()

@@ -157,3 +157,28 @@ def test_gate_type_comes_from_the_recorded_config(reproduce: ModuleType) -> None
     assert reproduce.gate_type_of({"config": {"model_kwargs": {}}}) == "channel"
     assert reproduce.gate_type_of({}) == "channel"
     assert reproduce.PLOTTED == ("dual", "width")
+
+
+def _posthoc_row(run: str, budget: float | None, dense: float, gated: float | None, mac: float | None) -> dict:
+    return {"run": run, "steps": 30, "budget": budget, "dense": {"linear_top1": dense, "mac_fraction": 1.0},
+            "gated": None if gated is None else {"linear_top1": gated, "mac_fraction": mac},
+            "gated_calibrated": None}
+
+
+def test_posthoc_aims_against_hand_computed_values() -> None:
+    from tests.helpers import load_script
+
+    posthoc = load_script("benchmarks/posthoc.py")
+    rows = {"init_vanilla": _posthoc_row("init_vanilla", None, 84.0, None, None),
+            "posthoc_td0.3": _posthoc_row("posthoc_td0.3", 0.3, 83.7, 83.2, 0.335),
+            "scratch_td0.3": _posthoc_row("scratch_td0.3", 0.3, 83.0, 81.9, 0.29)}
+    found = {a["aim"]: a for a in posthoc.aims(rows)}
+    gap = found["t_d 0.3: post-hoc gated - init dense (linear)"]
+    assert gap["value"] == -0.8 and gap["met"]  # 83.2 - 84.0
+    drift = found["t_d 0.3: post-hoc dense - init dense (linear)"]
+    assert drift["value"] == -0.3 and drift["met"]
+    mac = found["t_d 0.3: MAC fraction before calibration - t_d"]
+    assert mac["value"] == 0.035 and not mac["met"]  # 0.335 is 0.035 over 0.3
+    equal = found["t_d 0.3: post-hoc gated - from-scratch gated at equal total steps (linear)"]
+    assert equal["value"] == 1.3 and equal["met"]
+    assert len(found) == 4

@@ -114,5 +114,4 @@ def build_backbone(model_name: str, model_args: dict[str, Any], *, init_from: st
     if co_trained and next(iter_gates(model), None) is not None:
         _reset_gates(model, timm.create_model(model_name, **model_args))
     setattr(model, UNTRAINED_ATTR, None)  # the recipe is what trains them
-    model.pretrained_cfg = {**model.pretrained_cfg, "init_from": init_from}
     return model

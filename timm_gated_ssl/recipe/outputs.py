@@ -186,15 +186,17 @@ def write_json(path: str | Path, payload: dict[str, Any]) -> None:
 
 
 def export_model(model: nn.Module, output_dir: str | Path, *, model_args: dict[str, Any] | None = None,
-                 data_config: dict[str, Any] | None = None) -> None:
+                 data_config: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
     """Save ``model`` in timm's format (``config.json`` + ``model.safetensors``), atomically, with
     the umask's permissions (safetensors itself writes 0600). ``data_config`` (e.g.
     :func:`~timm_gated_ssl.data.views.eval_data_config`) records the input size and normalisation
-    the encoder was trained with in ``config.json``'s ``pretrained_cfg``."""
+    the encoder was trained with in ``config.json``'s ``pretrained_cfg``; ``extra`` adds top-level
+    ``config.json`` entries that timm ignores when loading (e.g. ``init_from``)."""
     output_dir = Path(output_dir)
     model = model.to(memory_format=torch.contiguous_format)  # safetensors stores dense tensors
     with staging_dir(output_dir, name="export_") as staging:
-        save_for_hf(model, staging, model_args=model_args, safe_serialization=True, data_config=data_config)
+        save_for_hf(model, staging, model_config=dict(extra or {}), model_args=model_args,
+                    safe_serialization=True, data_config=data_config)
         honour_umask(staging)
         for name in _EXPORT_FILES:  # weights first: config marks completion
             os.replace(staging / name, output_dir / name)
