@@ -42,6 +42,8 @@ RUNS: dict[str, tuple[dict[str, int], list[str]]] = {
     "scratch_td0.3": (SCRATCH_STEPS, [*rs.DUAL, "--budget", "0.3"]),
 }
 AIM_GAP, AIM_DENSE, AIM_MAC = 1.0, 0.5, 0.03
+BEGIN, END = "<!-- posthoc:begin -->", "<!-- posthoc:end -->"
+"""Markers in docs/posthoc.md between which ``--publish`` writes the tables."""
 
 
 def train_command(name: str, out: Path) -> list[str]:
@@ -143,6 +145,10 @@ def report(out: Path, *, publish: bool) -> None:
             str(ROOT) + "/", "") for name in rows}
         summary = {"aims": found, "runs": list(rows.values()), "commands": commands}
         (ROOT / "docs" / "results" / "posthoc.json").write_text(json.dumps(summary, indent=1) + "\n")
+        doc = ROOT / "docs" / "posthoc.md"
+        text = doc.read_text()
+        start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+        doc.write_text(text[:start] + "\n" + table(rows, found) + "\n" + text[end:])
 
 
 def main() -> None:
