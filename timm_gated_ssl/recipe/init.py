@@ -21,7 +21,7 @@ from torch import nn
 from ..attach import GATE_ATTR, iter_gates
 from ..attach.modes import UNTRAINED_ATTR
 from ..errors import ConfigError
-from ..models.dense_init import InitMismatchError
+from ..models.dense_init import InitMismatchError, complete_state_dict
 
 __all__ = ["WEIGHT_SUFFIXES", "build_backbone", "init_overlay"]
 
@@ -71,18 +71,10 @@ def init_overlay(spec: str) -> dict[str, Any]:
 
 @torch.no_grad()
 def _reset_gates(model: nn.Module, fresh: nn.Module) -> None:
-    """Gates as ``fresh`` built them, gated norm copies equal to the dense norms (in place)."""
-    own = dict(fresh.state_dict())
-    state = model.state_dict()
-    for key, value in state.items():
-        if f".{GATE_ATTR}." not in key:
-            continue
-        block, _, rest = key.partition(f".{GATE_ATTR}.")
-        if rest.startswith("norms."):
-            name, _, tensor = rest[len("norms."):].partition(".")
-            value.copy_(state[f"{block}.{name.replace('__', '.')}.{tensor}"])
-        else:
-            value.copy_(own[key])
+    """Gates as ``fresh`` built them, gated norm copies equal to the dense norms (in place): the
+    dense part of ``model``'s state completed as a dense checkpoint is (``complete_state_dict``)."""
+    dense = {k: v for k, v in model.state_dict().items() if f".{GATE_ATTR}." not in k}
+    model.load_state_dict(complete_state_dict(dense, fresh))
 
 
 def build_backbone(model_name: str, model_args: dict[str, Any], *, init_from: str | None) -> nn.Module:
