@@ -179,16 +179,17 @@ def main(argv: list[str] | None = None) -> None:
                             out.loss.item(), output_dir=output_dir,
                             where=f"step {state.step + 1} (epoch {state.epoch}, seed {seed})")
                     accelerator.backward(out.loss)
+                    update_lr = optimizer.param_groups[0]["lr"]
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     state.batch_in_epoch += 1
                     state.images_seen += images.shape[0] * accelerator.num_processes
-                    state.step += 1
+                    state.step, state.last_lr = state.step + 1, update_lr
                     scheduler.step_update(state.step)
                     progress.update(1)
                     if state.step % config.log_every == 0 or state.step == max_updates:
                         logs = {"loss": out.loss.item(), **{k: v.item() for k, v in out.terms.items()},
-                                "lr": optimizer.param_groups[0]["lr"]}
+                                "lr": update_lr}
                         if out.mac_ratio is not None:
                             logs["mac_ratio"] = accelerator.reduce(out.mac_ratio.detach().reshape(1), "mean").item()
                         progress.set_postfix({k: f"{logs[k]:.3f}" for k in ("loss", "mac_ratio") if k in logs})
@@ -224,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     save_state(state.run * total_updates + state.step)
 
     # ---- full: re-calibrate the budgets on held-out training images, then evaluate both heads
-    metrics: dict[str, object] = {"mode": config.mode, "steps": state.step, "seeds": list(config.seeds),
+    metrics: dict[str, object] = {"mode": config.mode, "steps": state.step, "final_lr": state.last_lr,
+                                  "seeds": list(config.seeds),
                                   "world_size": accelerator.num_processes, "wall_time_s": wall_time,
                                   "images_per_s": (state.images_seen - start_images) / max(wall_time, 1e-9)}
     if config.mode == "full":

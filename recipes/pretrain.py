@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                         raise non_finite_loss_error(out.loss.item(), output_dir=output_dir,
                                                     where=f"step {state.step + 1} (epoch {state.epoch})")
                     accelerator.backward(out.loss)
+                    update_lr = optimizer.param_groups[0]["lr"]
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                 state.batch_in_epoch += 1
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                 state.train_seconds, last_time = state.train_seconds + (now - last_time), now
                 if not accelerator.sync_gradients:
                     continue
-                state.step += 1
+                state.step, state.last_lr = state.step + 1, update_lr
                 scheduler.step_update(state.step)
                 if config.method == "byol":
                     unwrapped.update_target(cosine_momentum_schedule(state.step, total_updates,
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 elapsed = time.perf_counter() - start_time
                 speed = (state.images_seen - start_images) / max(elapsed, 1e-9)
                 logs = {"loss": out.loss.item(), **{k: v.item() for k, v in out.terms.items()},
-                        "lr": optimizer.param_groups[0]["lr"], "images_per_s": speed}
+                        "lr": update_lr, "images_per_s": speed}
                 if out.mac_ratio is not None:
                     logs["mac_ratio"] = accelerator.reduce(out.mac_ratio.detach().reshape(1), "mean").item()
                 progress.update(1)
@@ -252,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         save_training_state(accelerator, output_dir, state.step, config=record)
     backbone = unwrapped.backbone
     # Whole-run numbers (every segment, resumes included): resuming a finished run keeps them.
-    metrics.update(steps=state.step, epochs=state.epoch + state.batch_in_epoch / max(len(loader), 1),
+    metrics.update(steps=state.step, final_lr=state.last_lr,
+                   epochs=state.epoch + state.batch_in_epoch / max(len(loader), 1),
                    images_per_s=state.images_seen / max(state.train_seconds, 1e-9),
                    wall_time_s=state.train_seconds, world_size=accelerator.num_processes,
                    data_fraction=state.data_seconds / max(state.train_seconds, 1e-9))

@@ -27,13 +27,14 @@ def _split(name: str, size: int, pick: list[int] | None = None) -> tuple[torch.T
 
 
 def _hand_rolled_probe(features: torch.Tensor, labels: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Full-batch SGD (Nesterov, momentum 0.9) from zero, cosine learning rate over the steps."""
+    """Full-batch SGD (Nesterov, momentum 0.9) from zero, cosine learning rate from the peak on the
+    first step to 0 on the last."""
     weight = torch.zeros(10, features.shape[1], requires_grad=True)
     bias = torch.zeros(10, requires_grad=True)
     optimizer = torch.optim.SGD([weight, bias], lr=lr, momentum=0.9, nesterov=True)
     for step in range(EPOCHS):
         for group in optimizer.param_groups:
-            group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / EPOCHS))
+            group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / (EPOCHS - 1)))
         loss = F.cross_entropy(F.linear(features, weight, bias), labels)
         optimizer.zero_grad()
         loss.backward()
@@ -61,6 +62,7 @@ def test_linear_mode_equals_a_hand_rolled_probe(finetune: Any, tiny_checkpoint: 
         top1 = 100.0 * float((F.linear(test_features, weight, bias).argmax(1) == test_labels).float().mean())
         assert abs(metrics[f"top1_{mode}"] - top1) < 1e-6
     assert metrics["top1_dense_std"] == 0.0 and metrics["mac_fraction_dense"] == 1.0
+    assert metrics["final_lr"] == 0.0  # the cosine ends at min_lr (0) on the last update
 
 
 def test_seeds_give_mean_and_std_and_a_head_per_budget(finetune: Any, tiny_checkpoint: Path, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ def test_overrides_are_yaml_scalars() -> None:
 def test_yaml_then_overrides(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("epochs: 3\nbudget: 0.2\n")
-    config = PretrainConfig.load(path, ["--epochs", "5"])
+    config = PretrainConfig.load(path, ["--epochs", "5", "--warmup_epochs", "1"])
     assert (config.epochs, config.budget) == (5, 0.2)
     assert config.model_args() == {"num_classes": 0, "budget": 0.2, "separate_bn": True}
 

@@ -12,7 +12,7 @@ import dataclasses
 from typing import ClassVar
 
 from ..errors import ConfigError, check_budget
-from ..recipe.config_base import Range, RecipeConfig, above, at_least
+from ..recipe.config_base import Range, RecipeConfig, above, at_least, check_schedule
 
 __all__ = ["MODES", "OPTIMIZERS", "FinetuneConfig"]
 
@@ -119,8 +119,7 @@ class FinetuneConfig(RecipeConfig):
         self.budgets = [check_budget(b, name="each of budgets") for b in self.budgets]
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds must be one or more distinct integers, got {self.seeds!r}")
-        if self.min_lr > self.lr:
-            raise ConfigError(f"min_lr ({self.min_lr:g}) must be <= lr ({self.lr:g})")
+        check_schedule(epochs=self.epochs, warmup_epochs=self.warmup_epochs, lr=self.lr, min_lr=self.min_lr)
         if self.mode == "linear" and self.budget is not None:
             raise ConfigError(f"budget={self.budget:g} is the target of mode full; in mode linear the "
                               "heads read the checkpoint's threshold, plus any calibrated budgets: "

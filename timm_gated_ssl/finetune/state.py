@@ -18,7 +18,7 @@ class FinetuneState(TrainState):
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                "images_seen": self.images_seen, "run": self.run, "finished": self.finished}
+                "images_seen": self.images_seen, "last_lr": self.last_lr, "run": self.run, "finished": self.finished}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = dict(state)

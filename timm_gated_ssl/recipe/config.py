@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from ..budget import BOUND_CENTRES, BOUND_SCHEDULES
 from ..errors import ConfigError, check_budget
 from ..ssl import DISTILL_TARGETS, SSL_LOSSES
-from .config_base import Range, RecipeConfig, above, at_least, parse_overrides
+from .config_base import Range, RecipeConfig, above, at_least, check_schedule, parse_overrides
 from .dual import NOISE_SCHEDULES, PAIRINGS
 
 __all__ = ["AUGMENTATIONS", "OPTIMIZERS", "PretrainConfig", "parse_overrides"]
@@ -180,8 +180,7 @@ class PretrainConfig(RecipeConfig):
         self.budget = check_budget(self.budget)
         if self.method not in SSL_LOSSES:
             raise ConfigError(f"unknown method {self.method!r}; valid methods: {', '.join(SSL_LOSSES)}")
-        if self.min_lr > self.lr:
-            raise ConfigError(f"min_lr ({self.min_lr:g}) must be <= lr ({self.lr:g})")
+        check_schedule(epochs=self.epochs, warmup_epochs=self.warmup_epochs, lr=self.lr, min_lr=self.min_lr)
         if (self.eval_split is None) != (self.eval_train_split is None):
             raise ConfigError(
                 f"eval_split ({self.eval_split!r}) and eval_train_split ({self.eval_train_split!r}) "

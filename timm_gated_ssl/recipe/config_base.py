@@ -64,6 +64,17 @@ def in_range(value: float, low: float, low_inc: bool, high: float, high_inc: boo
     return above_low and below_high
 
 
+def check_schedule(*, epochs: int, warmup_epochs: float, lr: float, min_lr: float) -> None:
+    """The learning-rate schedule's cross-field checks, shared by the recipes: the warm-up must
+    end before the last epoch (the cosine needs updates after it) and ``min_lr <= lr``."""
+    if warmup_epochs >= epochs:
+        raise ConfigError(f"warmup_epochs ({warmup_epochs:g}) must be less than epochs ({epochs}): the "
+                          "cosine that ends at min_lr runs after the warm-up; set --warmup_epochs, "
+                          f"e.g. {max(epochs / 10, 0.5):g}")
+    if min_lr > lr:
+        raise ConfigError(f"min_lr ({min_lr:g}) must be <= lr ({lr:g})")
+
+
 class RecipeConfig:
     """Base of a recipe's dataclass config: loading, checking and saving (see the module docstring).
 

@@ -38,14 +38,23 @@ def build_optimizer(model: nn.Module, config: OptimizerConfig, *, lr: float) -> 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, *, total_updates: int, warmup_updates: int,
                     min_lr: float) -> CosineLRScheduler:
-    """Per-update schedule of both recipes: a linear warm-up from 0 over ``warmup_updates``, then
-    timm's cosine towards ``min_lr`` (stepped with ``scheduler.step_update(update)``).
+    """Per-update schedule of both recipes: timm's cosine with a linear warm-up prefix.
 
-    The cosine spans ``total_updates`` *after* the warm-up (timm's ``warmup_prefix=True``), so a
-    run of ``total_updates`` stops ``warmup_updates`` short of ``min_lr``; every published run used
-    this schedule (docs/training.md).
+    Update ``s`` (0-based, ``s = 0 .. total_updates - 1``) runs at ``lr * s / warmup_updates``
+    during the warm-up (0 at ``s = 0``), at the peak ``lr`` on update ``warmup_updates``, then on
+    a half cosine that reaches ``min_lr`` exactly on the last update, ``total_updates - 1``. The
+    optimizer starts at update 0's rate; after update ``s`` the recipes call
+    ``scheduler.step_update(s + 1)``. A run too short for a cosine after its warm-up
+    (``total_updates <= warmup_updates + 1``) ends at the peak; the recipes' configs refuse
+    ``warmup_epochs >= epochs``.
+
+    Until v0.1 the cosine spanned ``total_updates`` *after* the warm-up, so runs stopped short of
+    ``min_lr`` (at 9.8 % of the peak for 5 epochs with one warm-up epoch); docs/training.md.
     """
+    if total_updates < 1 or not 0 <= warmup_updates < total_updates:
+        raise ValueError(f"need 0 <= warmup_updates < total_updates, got warmup_updates={warmup_updates}, "
+                         f"total_updates={total_updates}")
     return CosineLRScheduler(
-        optimizer, t_initial=total_updates, lr_min=min_lr, warmup_t=warmup_updates, warmup_lr_init=0.0,
-        warmup_prefix=True, t_in_epochs=False,
+        optimizer, t_initial=max(total_updates - 1 - warmup_updates, 1), lr_min=min_lr,
+        warmup_t=warmup_updates, warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False,
     )

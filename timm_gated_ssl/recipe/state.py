@@ -19,7 +19,8 @@ class TrainState:
     images and seconds of training summed over every segment of the run (resumes included), so
     the images/s of ``metrics.json`` describe the whole run, not the last segment.
     ``data_seconds`` is the part of ``train_seconds`` spent waiting for the next batch (reading,
-    decoding and, with ``num_workers: 0``, augmenting it): ``metrics.json``'s ``data_fraction``."""
+    decoding and, with ``num_workers: 0``, augmenting it): ``metrics.json``'s ``data_fraction``.
+    ``last_lr`` is the learning rate the latest update ran at (``metrics.json``'s ``final_lr``)."""
 
     step: int = 0
     epoch: int = 0
@@ -27,6 +28,7 @@ class TrainState:
     images_seen: int = 0
     train_seconds: float = 0.0
     data_seconds: float = 0.0
+    last_lr: float = 0.0
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
