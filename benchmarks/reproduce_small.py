@@ -44,6 +44,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _seeds
+
 if TYPE_CHECKING:
     from timm_gated_ssl.results import TradeoffPoint
 
@@ -95,13 +98,17 @@ RUNS: dict[str, list[str]] = {
     **{name: [*DUAL, "--budget", "0.3", *_flags({**PAPER, **extra})] for name, extra in STUDY.items()},
     **{f"{variant}_td{t}": [*DUAL, "--budget", str(t), *_flags(extra)]
        for variant, extra in VARIANTS.items() for t in (0.1, 0.3, 0.5) if (variant, t) != ("width", 0.1)},
+    "width_td0.1": [*DUAL, "--budget", "0.1", "--model_kwargs", "{gate_type: width, gate_levels: 16}"],
 }
-"""``width_td0.1`` is left out: with 8 levels the narrowest width gates still run 0.138 of the dense
+"""``width_td0.1`` has 16 levels: with 8 the narrowest width gates still run 0.138 of the dense
 MACs at 28 px (``timm_gated_ssl.mac_floor``), so the recipe refuses t_d 0.1 for them."""
 SWEEP = (0.1, 0.3, 0.5, 0.7)
 """Budgets calibrated from one checkpoint with ``--sweep`` (the report reads only the run's own t_d)."""
-AIMS_GAP = {0.1: 2.5, 0.3: 1.5, 0.5: 1.5}
-"""Largest allowed dense - gated linear-probe gap (points) per budget (the reproduction's aims)."""
+AIMS_GAP = {0.1: 2.0, 0.3: 1.0, 0.5: 1.0}
+"""Largest allowed dense - gated linear-probe gap (points) per budget (the reproduction's aims; v0.1's
+were 2.5, 1.5, 1.5)."""
+DEFAULT_VARIANT = "dual"
+"""The variant the aims judge: the library's default gates (``dual``: channel gates; ``width``)."""
 AIM_DENSE_VS_VANILLA, AIM_MAC_BEFORE, AIM_MAC_AFTER = 1.5, 0.03, 0.01
 
 
@@ -119,12 +126,20 @@ def budget_of(name: str) -> float | None:
     return float(args[args.index("--budget") + 1]) if "--budget" in args else None
 
 
-def train_command(name: str, protocol: str, out: Path) -> list[str]:
+PRECISIONS = ("bf16", "fp32")
+"""``--precision``: bf16 autocast (every published CPU run; needs AMX or AVX-512-BF16 kernels to be
+fast, docs/training.md) or plain fp32 (``accelerate --mixed_precision no``)."""
+
+
+def train_command(name: str, protocol: str, out: Path, *, precision: str = "bf16") -> list[str]:
+    if precision not in PRECISIONS:
+        raise SystemExit(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     base, seed = split_name(name)
     sizes = PROTOCOLS[protocol]
     return [
         sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
-        "--mixed_precision", "bf16", "--num_machines", "1", "--dynamo_backend", "no",
+        "--mixed_precision", "bf16" if precision == "bf16" else "no", "--num_machines", "1",
+        "--dynamo_backend", "no",
         str(ROOT / "recipes" / "pretrain.py"), "--output_dir", str(out / name), "--overwrite",
         "--channels_last", "--no_progress", "--report_to", "tensorboard", *COMMON,
         "--train_subset", str(sizes["train_subset"]), "--epochs", str(sizes["epochs"]),
@@ -132,14 +147,15 @@ def train_command(name: str, protocol: str, out: Path) -> list[str]:
     ]
 
 
-def train(name: str, protocol: str, out: Path) -> None:
-    cmd = train_command(name, protocol, out)
+def train(name: str, protocol: str, out: Path, *, precision: str = "bf16") -> None:
+    cmd = train_command(name, protocol, out, precision=precision)
     print(f"[{time.strftime('%H:%M:%S')}] train {name}: {' '.join(cmd[2:])}", flush=True)
     with open(out / f"{name}.log", "w") as log:
         code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
     print(f"[{time.strftime('%H:%M:%S')}] {name} exited {code}", flush=True)
     if code:
         raise SystemExit(f"training {name} failed; see {out / f'{name}.log'}")
+    (out / name / "precision.txt").write_text(precision + "\n")  # read back by summarise
 
 
 def evaluate(name: str, protocol: str, out: Path, *, sweep: bool = False) -> dict[str, Any]:
@@ -174,16 +190,34 @@ def training_curve(run_dir: Path, *, every: int = 10) -> dict[str, list[list[flo
     return curves
 
 
+SCHEDULES = ("v0.2", "v0.1")
+"""``v0.2``: the cosine ends at ``min_lr`` on the last update (``metrics.json`` has ``final_lr``);
+``v0.1``: runs made before that fix, whose cosine stopped at 9.8 % (``main``) or 25.6 %
+(``pilot``) of the peak. The aims are judged on ``v0.2`` runs only."""
+
+
+SCHEDULE_NOTE = (f"Schedule `v0.1`: the cosine stopped short of `min_lr` (runs before v0.2, shown for the "
+                 f"record); `{_seeds.CURRENT_SCHEDULE}`: it ends at `min_lr`. The aims judge "
+                 f"`{_seeds.CURRENT_SCHEDULE}` runs of `{DEFAULT_VARIANT}_*` only.")
+
+
+def schedule_of(metrics: dict[str, Any]) -> str:
+    return "v0.2" if "final_lr" in metrics else "v0.1"
+
+
 def summarise(name: str, protocol: str, out: Path) -> dict[str, Any]:
     """One run's row: its results, metrics, recorded config and training curve."""
     import yaml
 
     result = json.loads((out / f"eval_{name}" / "results.json").read_text())
     metrics = json.loads((out / name / "metrics.json").read_text())
+    precision = out / name / "precision.txt"
     row: dict[str, Any] = {"run": name, "variant": split_name(name)[0], "seed": split_name(name)[1],
                            "protocol": protocol, "budget": budget_of(name),
+                           "schedule": schedule_of(metrics),
+                           "precision": precision.read_text().strip() if precision.exists() else "bf16",
                            "steps": metrics["steps"], "images_per_s": metrics["images_per_s"],
-                           "wall_time_s": metrics["wall_time_s"]}
+                           "wall_time_s": metrics["wall_time_s"], "final_lr": metrics.get("final_lr")}
     for entry in result["entries"]:
         if entry["mode"] in ("dense", "vanilla"):
             key = entry["mode"]
@@ -211,14 +245,15 @@ def _mean(values: list[float]) -> float:
 
 
 def aims(rows: list[dict[str, Any]], variants: dict[float, str] | None = None) -> list[dict[str, Any]]:
-    """The reproduction's aims, computed from the main-protocol runs with the library defaults.
+    """The reproduction's aims, computed from the main-protocol runs with the library defaults
+    made with the current schedule (``_seeds.current``; older runs are shown, not judged).
 
     ``variants`` maps each budget to the variant whose runs are judged (default: ``dual_td<t_d>``
     at 0.1, 0.3 and 0.5). An aim whose runs have not been made yet is listed with ``value`` and
     ``met`` None and the ``missing`` runs, so the JSON never reads as if it had been measured.
     """
-    variants = variants or {budget: f"dual_td{budget}" for budget in AIMS_GAP}
-    main = [r for r in rows if r["protocol"] == "main"]
+    variants = variants or {budget: f"{DEFAULT_VARIANT}_td{budget}" for budget in AIMS_GAP}
+    main = _seeds.current(rows)
     vanilla = [r["vanilla"]["linear_top1"] for r in main if r["variant"] == "vanilla"]
     found: list[dict[str, Any]] = []
 
@@ -250,16 +285,18 @@ def aims(rows: list[dict[str, Any]], variants: dict[float, str] | None = None) -
 def variant_aims(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """The same aims for every other gated ``main``-protocol variant at its own budget (options and
     width gates against the defaults' numbers; not the verdict, which is on the defaults)."""
-    names = sorted({r["variant"] for r in rows if r["protocol"] == "main" and r["budget"] is not None
-                    and not r["variant"].startswith("dual_") and r["budget"] in AIMS_GAP})
+    names = sorted({r["variant"] for r in _seeds.current(rows) if r["budget"] is not None
+                    and not r["variant"].startswith(f"{DEFAULT_VARIANT}_") and r["budget"] in AIMS_GAP})
     return {name: aims(rows, {budget_of(name): name}) for name in names}
 
 
 def seed_spread(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per ``main``-protocol variant trained with several seeds: mean and spread of each measure."""
+    """Per ``main``-protocol variant trained with several seeds (current schedule): mean and spread
+    of each measure."""
     spread = []
-    for variant in sorted({r["variant"] for r in rows if r["protocol"] == "main"}):
-        runs = [r for r in rows if r["protocol"] == "main" and r["variant"] == variant]
+    rows = _seeds.current(rows)
+    for variant in sorted({r["variant"] for r in rows}):
+        runs = [r for r in rows if r["variant"] == variant]
         if len(runs) < 2:
             continue
         entry: dict[str, Any] = {"variant": variant, "seeds": [r["seed"] for r in runs]}
@@ -335,7 +372,8 @@ def _cell(row: dict[str, Any], mode: str, key: str, fmt: str = "{:.2f}") -> str:
 
 
 def tables(rows: list[dict[str, Any]], found: list[dict[str, Any]], others: dict[str, list[dict[str, Any]]],
-           spread: list[dict[str, Any]], length: dict[str, list[dict[str, Any]]] | None = None) -> str:
+           spread: list[dict[str, Any]], length: dict[str, list[dict[str, Any]]] | None = None,
+           paired: list[dict[str, Any]] | None = None) -> str:
     """The Markdown tables of docs/results.md, from the runs and what :func:`report` computed of them."""
     lines = []
     for protocol in PROTOCOLS:
@@ -344,14 +382,15 @@ def tables(rows: list[dict[str, Any]], found: list[dict[str, Any]], others: dict
             continue
         batch = chosen[0].get("config", {}).get("batch_size", 256)
         lines += [f"**Protocol `{protocol}`** ({chosen[0]['steps']} steps of {batch})", "",
-                  ("| run | seed | t_d | dense / vanilla linear | gated linear | gap | gated k-NN | "
+                  ("| run | seed | schedule | t_d | dense / vanilla linear | gated linear | gap | gated k-NN | "
                    "MAC fraction | train-mode MAC fraction | calibrated MAC fraction | calibrated linear | "
                    "gap, calibrated |"),
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in chosen:
             base = "vanilla" if "vanilla" in r else "dense"
             lines.append(
-                f"| {r['variant']} | {r['seed']} | {r['budget'] or ''} | {_cell(r, base, 'linear_top1')} | "
+                f"| {r['variant']} | {r['seed']} | {r.get('schedule', 'v0.1')} | {r['budget'] or ''} | "
+                f"{_cell(r, base, 'linear_top1')} | "
                 f"{_cell(r, 'gated', 'linear_top1')} | {r.get('gap', '')} | {_cell(r, 'gated', 'knn_top1')} | "
                 f"{_cell(r, 'gated', 'mac_fraction', '{:.3f}')} | {_fmt(r.get('train_mode_mac_ratio'), '{:.3f}')} | "
                 f"{_cell(r, 'gated_calibrated', 'mac_fraction', '{:.3f}')} | "
@@ -383,6 +422,8 @@ def tables(rows: list[dict[str, Any]], found: list[dict[str, Any]], others: dict
             lines.append(f"| {t['setting']} | {t['measure'].replace('_', ' ')} | "
                          f"{', '.join(map(str, t['steps']))} | {t['per_doubling']:+.2f} | {t['aim']} | {reach} |")
         lines.append("")
+    if paired:
+        lines += _seeds.paired_table(paired, _seeds.choose_default(paired))
     if found:
         lines += ["| aim | value | target | met |", "|---|---|---|---|"]
         verdict = {True: "yes", False: "**no**", None: "not measured yet"}
@@ -426,10 +467,13 @@ def report(out: Path, *, publish: bool) -> None:
     kept = len(rows) - len(local)
     print(f"{len(local)} runs evaluated under {out}; {kept} kept from {published_path.relative_to(ROOT)}")
     found, others, spread, length = aims(rows), variant_aims(rows), seed_spread(rows), over_length(rows)
-    text = tables(rows, found, others, spread, length)
+    paired = _seeds.paired_gate_types(rows)
+    text = SCHEDULE_NOTE + "\n\n" + tables(rows, found, others, spread, length, paired)
     print(text)
-    summary = {"aims": found, "variant_aims": others, "seed_spread": spread, "over_length": length, "runs": rows, "protocols": PROTOCOLS,
-               "common_args": COMMON, "paper_args": PAPER}
+    summary = {"aims": found, "variant_aims": others, "seed_spread": spread, "paired_gate_types": paired,
+               "default_gate_type": _seeds.choose_default(paired), "default_variant": DEFAULT_VARIANT,
+               "over_length": length, "runs": rows, "protocols": PROTOCOLS, "common_args": COMMON,
+               "paper_args": PAPER}
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     if publish:
         docs = ROOT / "docs"
@@ -507,6 +551,8 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=["vanilla", "dual_td0.3"])
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "out" / "reproduce_small"))
     parser.add_argument("--publish", action="store_true", help="write the docs/results files (report phase)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="bf16",
+                        help="bf16 autocast (default, every published run) or fp32 (train phase)")
     parser.add_argument("--sweep", action="store_true",
                         help=f"also calibrate each gated run to every budget in {SWEEP} (evaluate phase; slower)")
     args = parser.parse_args()
@@ -524,7 +570,7 @@ def main() -> None:
     base.mkdir(parents=True, exist_ok=True)
     for name in args.runs:
         if args.phase in ("train", "all"):
-            train(name, args.protocol, base)
+            train(name, args.protocol, base, precision=args.precision)
         if args.phase in ("evaluate", "all"):
             evaluate(name, args.protocol, base, sweep=args.sweep)
 
