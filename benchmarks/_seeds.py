@@ -15,6 +15,8 @@ from typing import Any
 
 Row = dict[str, Any]
 
+SCHEDULES = ("v0.2", "v0.1")
+"""Learning-rate schedules runs were made with (``reproduce_small.schedule_of``)."""
 CURRENT_SCHEDULE = "v0.2"
 """Runs judged by the aims and the comparison: the cosine ends at ``min_lr`` (``final_lr`` recorded)."""
 

@@ -190,18 +190,15 @@ def training_curve(run_dir: Path, *, every: int = 10) -> dict[str, list[list[flo
     return curves
 
 
-SCHEDULES = ("v0.2", "v0.1")
-"""``v0.2``: the cosine ends at ``min_lr`` on the last update (``metrics.json`` has ``final_lr``);
-``v0.1``: runs made before that fix, whose cosine stopped at 9.8 % (``main``) or 25.6 %
-(``pilot``) of the peak. The aims are judged on ``v0.2`` runs only."""
-
-
 SCHEDULE_NOTE = (f"Schedule `v0.1`: the cosine stopped short of `min_lr` (runs before v0.2, shown for the "
                  f"record); `{_seeds.CURRENT_SCHEDULE}`: it ends at `min_lr`. The aims judge "
                  f"`{_seeds.CURRENT_SCHEDULE}` runs of `{DEFAULT_VARIANT}_*` only.")
 
 
 def schedule_of(metrics: dict[str, Any]) -> str:
+    """``v0.2``: the cosine ended at ``min_lr`` on the last update (``metrics.json`` has
+    ``final_lr``); ``v0.1``: a run made before that fix, whose cosine stopped at 9.8 % (``main``)
+    or 25.6 % (``pilot``) of the peak (``_seeds.SCHEDULES``)."""
     return "v0.2" if "final_lr" in metrics else "v0.1"
 
 
@@ -335,30 +332,33 @@ def over_length(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     the steps at which the fit reaches the aim (None where it moves away from it). A fit through
     two or three single-seed points says which way the curve goes, not where it will be.
     """
-    vanilla = {r["protocol"]: r for r in rows if r["variant"] == "vanilla" and r["seed"] == 0}
+    vanilla = {(r["protocol"], r.get("schedule", "v0.1")): r for r in rows if r["variant"] == "vanilla" and r["seed"] == 0}
     points: list[dict[str, Any]] = []
     for setting, runs in LENGTH_SERIES.items():
         for protocol, variant in runs.items():
             run = next((r for r in rows if (r["protocol"], r["variant"], r["seed"]) == (protocol, variant, 0)), None)
             if run is None or "gated" not in run:
                 continue
-            point = {"setting": setting, "protocol": protocol, "run": run["run"], "steps": run["steps"],
+            schedule = run.get("schedule", "v0.1")
+            point = {"setting": setting, "schedule": schedule, "protocol": protocol, "run": run["run"],
+                     "steps": run["steps"],
                      "dense": run["dense"]["linear_top1"], "gated": run["gated"]["linear_top1"], "gap": run["gap"],
                      "gap_calibrated": run.get("gap_calibrated"), "mac_fraction": run["gated"]["mac_fraction"]}
-            if protocol in vanilla:
-                point["vanilla"] = vanilla[protocol]["vanilla"]["linear_top1"]
+            if (protocol, schedule) in vanilla:
+                point["vanilla"] = vanilla[protocol, schedule]["vanilla"]["linear_top1"]
                 point["dense_minus_vanilla"] = round(point["dense"] - point["vanilla"], 2)
             points.append(point)
     trends = []
-    for setting in LENGTH_SERIES:
+    for setting, schedule in [(s, sch) for s in LENGTH_SERIES for sch in _seeds.SCHEDULES]:
         for measure, aim in (("gap", AIMS_GAP[0.3]), ("dense_minus_vanilla", -AIM_DENSE_VS_VANILLA)):
-            series = [(p["steps"], p[measure]) for p in points if p["setting"] == setting and measure in p]
-            if len(series) < 2:
+            series = [(p["steps"], p[measure]) for p in points
+                      if p["setting"] == setting and p["schedule"] == schedule and measure in p]
+            if len(series) < 2:  # a fit never mixes schedules
                 continue
             a, b = _log_fit(series)
             toward = b < 0 if measure == "gap" else b > 0
             reach = round(2 ** ((aim - a) / b)) if b and toward else None
-            trends.append({"setting": setting, "measure": measure, "steps": [s for s, _ in series],
+            trends.append({"setting": setting, "schedule": schedule, "measure": measure, "steps": [s for s, _ in series],
                            "per_doubling": round(b, 3), "aim": aim, "steps_to_aim": reach})
     return {"points": points, "trends": trends}
 
@@ -408,18 +408,19 @@ def tables(rows: list[dict[str, Any]], found: list[dict[str, Any]], others: dict
             lines.append(f"| {e['variant']} | {', '.join(map(str, e['seeds']))} | {' | '.join(cells)} | {mac} |")
         lines.append("")
     if length and length["points"]:
-        lines += ["**Over training length** (t_d 0.3, seed 0; vanilla of the same protocol)", "",
-                  ("| setting | run | steps | dense | gated | gap | gap, calibrated | MAC fraction | vanilla | "
-                   "dense - vanilla |"), "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["**Over training length** (t_d 0.3, seed 0; vanilla of the same protocol and schedule)", "",
+                  ("| setting | schedule | run | steps | dense | gated | gap | gap, calibrated | MAC fraction | "
+                   "vanilla | dense - vanilla |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
         for p in length["points"]:
-            lines.append(f"| {p['setting']} | {p['protocol']} {p['run']} | {p['steps']} | {p['dense']:.2f} | "
+            lines.append(f"| {p['setting']} | {p.get('schedule', 'v0.1')} | {p['protocol']} {p['run']} | "
+                         f"{p['steps']} | {p['dense']:.2f} | "
                          f"{p['gated']:.2f} | {p['gap']} | {_fmt(p['gap_calibrated'])} | {p['mac_fraction']:.3f} | "
                          f"{_fmt(p.get('vanilla'))} | {p.get('dense_minus_vanilla', '')} |")
-        lines += ["", "| setting | measure | fit over steps | change per doubling | aim | fit reaches the aim at |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", ("| setting | schedule | measure | fit over steps | change per doubling | aim | "
+                       "fit reaches the aim at |"), "|---|---|---|---|---|---|---|"]
         for t in length["trends"]:
             reach = "never (moves away)" if t["steps_to_aim"] is None else f"{t['steps_to_aim']} steps"
-            lines.append(f"| {t['setting']} | {t['measure'].replace('_', ' ')} | "
+            lines.append(f"| {t['setting']} | {t.get('schedule', 'v0.1')} | {t['measure'].replace('_', ' ')} | "
                          f"{', '.join(map(str, t['steps']))} | {t['per_doubling']:+.2f} | {t['aim']} | {reach} |")
         lines.append("")
     if paired:

@@ -43,6 +43,7 @@ from timm_gated_ssl.recipe import (
     save_training_state,
     timed_batches,
 )
+from timm_gated_ssl.recipe.budget_check import build_budget_loader, settle_budget
 from timm_gated_ssl.recipe.data import (
     MonitorData,
     build_monitor_data,
@@ -262,12 +263,21 @@ def main(argv: list[str] | None = None) -> int:
     checksum = torch.stack([p.detach().double().sum() for p in backbone.parameters()]).sum()
     gathered = accelerator.gather(checksum.reshape(1).to(accelerator.device))
     metrics["ranks_in_sync"] = bool(torch.all(gathered == gathered[0]).item())
+    model_args = config.model_args()
+    if has_gates(backbone):  # the budget on the user's data, calibrated in when training missed it
+        check = settle_budget(backbone, build_budget_loader(train_info, images=config.budget_check_images),
+                              budget=config.budget, tolerance=config.budget_tolerance, device=accelerator.device)
+        metrics.update(check.metrics())
+        accelerator.print(check.message())
+        table = getattr(backbone, "_model_args", {}).get("calibrated_budgets")
+        if check.calibrated is not None and table:  # gated_* models take the table as an argument
+            model_args["calibrated_budgets"] = dict(table)
     if monitor is not None:
         metrics.update(knn_monitor(accelerator, backbone, monitor, config))
         if has_gates(backbone):
             metrics.update(realised_mac_ratio(backbone, monitor.query))
     if accelerator.is_main_process:
-        export_model(backbone.float(), output_dir, model_args=config.model_args(),
+        export_model(backbone.float(), output_dir, model_args=model_args,
                      data_config=eval_data_config(image_size=train_info.image_size, mean=train_info.mean,
                                                   std=train_info.std),
                      extra={"init_from": config.init_from} if config.init_from else None)

@@ -231,3 +231,10 @@ def test_paired_differences_per_seed_and_the_default_they_support(reproduce: Mod
     missing = _seeds.paired_gate_types(rows, budgets=(0.1,))
     assert _seeds.choose_default(missing) == {"gate_type": "channel", "reason": "no paired runs at t_d 0.1"}
     assert "| 0.1 |  |" in "\n".join(_seeds.paired_table(missing, _seeds.choose_default(missing)))
+
+
+def test_over_length_never_fits_across_schedules(reproduce: ModuleType) -> None:
+    rows = [{**length_row("paper_td0.3", "pilot", 120, 80.0, 78.0), "schedule": "v0.1"},
+            length_row("paper_td0.3", "main", 240, 82.0, 79.0)]
+    found = reproduce.over_length(rows)
+    assert [p["schedule"] for p in found["points"]] == ["v0.1", "v0.2"] and found["trends"] == []

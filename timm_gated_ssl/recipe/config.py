@@ -86,6 +86,11 @@ class PretrainConfig(RecipeConfig):
     Monitoring and checkpoints:
         log_every (steps), knn_every / save_every (epochs, 0 = never), knn_k, knn_temperature,
         knn_max_bank (k-NN bank images), seed.
+    End of training (gated runs; ``recipe/budget_check.py``):
+        budget_tolerance: When the deterministic gates end further than this from ``budget`` (on
+            un-augmented training images), the recipe says so and calibrates the threshold to
+            ``budget`` before exporting (default 0.05; null: measure and keep the trained one).
+        budget_check_images: Training images of that check (and calibration).
     """
 
     model: str = "gated_resnet18_cifar"
@@ -144,6 +149,8 @@ class PretrainConfig(RecipeConfig):
     knn_temperature: float = 0.07
     knn_max_bank: int | None = 10000
     seed: int = 0
+    budget_tolerance: float | None = 0.05
+    budget_check_images: int = 1024
 
     RANGES: ClassVar[dict[str, Range]] = {
         "projector_hidden_dim": at_least(1), "projector_out_dim": at_least(1),
@@ -158,7 +165,8 @@ class PretrainConfig(RecipeConfig):
         "min_lr": at_least(0), "max_steps": at_least(1), "grad_accum_steps": at_least(1),
         "log_every": at_least(1), "knn_every": at_least(0), "save_every": at_least(0),
         "knn_k": at_least(1), "knn_temperature": above(0), "knn_max_bank": at_least(1),
-        "seed": (0, True, 2**32 - 1, True),  # numpy's seed range (accelerate.set_seed seeds numpy)
+        "seed": (0, True, 2**32 - 1, True),
+        "budget_tolerance": (0, True, 1, False), "budget_check_images": at_least(1),  # numpy's seed range (accelerate.set_seed seeds numpy)
     }
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "optimizer": OPTIMIZERS, "bound_schedule": BOUND_SCHEDULES, "bound_centre": BOUND_CENTRES,
@@ -170,7 +178,8 @@ class PretrainConfig(RecipeConfig):
     )
     RESUMABLE: ClassVar[frozenset[str]] = frozenset({
         "max_steps", "log_every", "knn_every", "save_every", "num_workers", "knn_k", "knn_temperature",
-        "knn_max_bank", "eval_train_split", "eval_split", "data_dir",
+        "knn_max_bank", "eval_train_split", "eval_split", "data_dir", "budget_tolerance",
+        "budget_check_images",
     })
     """Fields a resume may change: they steer when to stop, monitoring, logging and where the data
     lives, not what is trained (augmentations are seeded per image, so workers do not matter)."""
