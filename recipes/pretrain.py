@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -24,7 +25,6 @@ import timm_gated_ssl
 from timm_gated_ssl import gate_mode, has_gates
 from timm_gated_ssl.budget import BudgetLoss
 from timm_gated_ssl.cli import add_training_run_arguments, exit_status, run_main, warn_slow_bf16
-from timm_gated_ssl.compute import count_macs
 from timm_gated_ssl.data.views import eval_data_config
 from timm_gated_ssl.errors import ConfigError
 from timm_gated_ssl.eval import extract_features, knn_accuracy
@@ -43,7 +43,7 @@ from timm_gated_ssl.recipe import (
     save_training_state,
     timed_batches,
 )
-from timm_gated_ssl.recipe.budget_check import build_budget_loader, settle_budget
+from timm_gated_ssl.recipe.budget_check import build_budget_loader, mac_fraction, settle_budget
 from timm_gated_ssl.recipe.data import (
     MonitorData,
     build_monitor_data,
@@ -85,14 +85,8 @@ def realised_mac_ratio(
     backbone: torch.nn.Module, loader: torch.utils.data.DataLoader, *, max_batches: int = 8
 ) -> dict[str, float]:
     """Deterministic (eval-mode) gated MACs / dense MACs on evaluation images."""
-    ratios, dense = [], 0
-    for i, (images, _) in enumerate(loader):
-        if i == max_batches:
-            break
-        count = count_macs(backbone, images.to(next(backbone.parameters()).device))
-        ratios.append(count.gated / count.dense)
-        dense = count.dense
-    ratio = float(torch.cat(ratios).mean())
+    device = next(backbone.parameters()).device
+    ratio, dense = mac_fraction(backbone, [images.to(device) for images, _ in islice(loader, max_batches)])
     return {"mac_ratio": ratio, "flops_reduction": 1.0 - ratio, "dense_macs": dense, "gated_macs": ratio * dense}
 
 

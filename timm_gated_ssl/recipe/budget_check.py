@@ -25,7 +25,7 @@ from ..calibration import calibrate_budget
 from ..compute import count_macs
 from ..data import EvalDataset, ImageDataset, build_eval_transform
 
-__all__ = ["BudgetCheck", "build_budget_loader", "settle_budget"]
+__all__ = ["BudgetCheck", "build_budget_loader", "mac_fraction", "settle_budget"]
 
 
 @dataclass(frozen=True)
@@ -70,13 +70,16 @@ def build_budget_loader(info: ImageDataset, *, images: int, batch_size: int = 25
     return DataLoader(dataset, batch_size=batch_size, shuffle=False)
 
 
-def _mac_fraction(model: nn.Module, batches: list[torch.Tensor]) -> float:
-    gated, dense = 0.0, 0.0
+def mac_fraction(model: nn.Module, batches: list[torch.Tensor]) -> tuple[float, float]:
+    """``(gated / dense MACs over every image of batches, dense MACs per image)`` of the
+    deterministic (eval-mode) gated network (:func:`~timm_gated_ssl.count_macs`)."""
+    gated, dense, per_image = 0.0, 0.0, 0.0
     for images in batches:
         count = count_macs(model, images)
+        per_image = float(count.dense)
         gated += float(count.gated.sum())
-        dense += float(count.dense) * images.shape[0]
-    return gated / dense
+        dense += per_image * images.shape[0]
+    return gated / dense, per_image
 
 
 def settle_budget(model: nn.Module, loader: DataLoader, *, budget: float, tolerance: float | None,
@@ -86,7 +89,7 @@ def settle_budget(model: nn.Module, loader: DataLoader, *, budget: float, tolera
     (``tolerance`` None: measure only). The model's train/eval flags are left as they were."""
     batches = [(batch[0] if isinstance(batch, (list, tuple)) else batch).to(device) for batch in loader]
     images = sum(b.shape[0] for b in batches)
-    trained = _mac_fraction(model, batches)
+    trained, _ = mac_fraction(model, batches)
     if tolerance is None or abs(trained - budget) <= tolerance:
         return BudgetCheck(budget=budget, tolerance=tolerance, images=images, trained=trained)
     result = calibrate_budget(model, batches, budget)
