@@ -4,11 +4,15 @@
     python recipes/export_onnx.py --checkpoint runs/quickstart_full --output model.onnx --mode gated --check
     python recipes/export_onnx.py --checkpoint runs/quickstart_full --output static.onnx \
         --static --dataset digits --budget 0.3 --check
+    python recipes/export_onnx.py --checkpoint runs/quickstart_full --output fixed03.onnx \
+        --fixed_budget 0.3 --dataset digits --check
 
 ``--mode dense`` (default) exports the dense network; ``--mode gated`` the gated mode with its
 data-dependent masks (outputs equal PyTorch's gated mode, but onnxruntime computes every channel:
 no speed-up); ``--static`` first removes the channels the gates never use on ``--dataset`` images
-(``export_static``), which is the export that runs faster. ``--check`` compares onnxruntime with
+(``export_static``); ``--fixed_budget B`` keeps the channels the gates use most at budget ``B``
+until the plain model costs ``B`` of the dense MACs (``export_at_budget``): the export that runs
+faster on every runtime. ``--check`` compares onnxruntime with
 PyTorch at batch 1 and 4. An existing file at ``--output`` is replaced only when it is an earlier
 export of this library and ``--overwrite`` is given; nothing else is ever written over. A thin wrapper of ``timm_gated_ssl.export_onnx`` (docs/speed.md); needs
 ``pip install "timm_gated_ssl[onnx]"``.
@@ -23,7 +27,14 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from timm_gated_ssl import export_onnx, export_static, gate_mode, has_gates, set_budget
+from timm_gated_ssl import (
+    export_at_budget,
+    export_onnx,
+    export_static,
+    gate_mode,
+    has_gates,
+    set_budget,
+)
 from timm_gated_ssl.cli import exit_status, run_main
 from timm_gated_ssl.data import EvalDataset, build_eval_transform, load_image_dataset
 from timm_gated_ssl.errors import ConfigError, NoGatesError, check_budget
@@ -40,9 +51,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", default="dense", choices=["dense", "gated"], help="gate mode to export")
     parser.add_argument("--budget", type=float, default=None, help="a calibrated budget to run the gates at")
     parser.add_argument("--static", action="store_true", help="export_static first (needs --dataset)")
-    parser.add_argument("--dataset", default=None, help="images for --static: a preset, folder or Hub id")
+    parser.add_argument("--fixed_budget", type=float, default=None,
+                        help="export a plain model at this fraction of the dense MACs (export_at_budget; needs --dataset)")
+    parser.add_argument("--norm_batches", type=int, default=0,
+                        help="with --fixed_budget: re-estimate BatchNorm statistics on this many batches of --dataset")
+    parser.add_argument("--dataset", default=None, help="images for --static / --fixed_budget: a preset, folder or Hub id")
     parser.add_argument("--split", default="train", help="split of --dataset")
-    parser.add_argument("--static_images", type=int, default=512, help="images export_static looks at")
+    parser.add_argument("--static_images", type=int, default=512, help="images --static / --fixed_budget look at")
     parser.add_argument("--image_size", type=int, default=None, help="default: the checkpoint's")
     parser.add_argument("--fixed_batch", action="store_true", help="batch 1 only (default: a dynamic batch)")
     parser.add_argument("--check", action="store_true", help="compare onnxruntime with PyTorch")
@@ -61,6 +76,17 @@ def check_args(args: argparse.Namespace) -> None:
         check_budget(args.budget, name="--budget")
     if args.static and args.dataset is None:
         raise ConfigError("--static needs --dataset (the images that decide which channels stay)")
+    if args.fixed_budget is not None:
+        check_budget(args.fixed_budget, name="--fixed_budget")
+        clash = [flag for flag, on in (("--static", args.static), ("--budget", args.budget is not None),
+                                       ("--mode gated", args.mode == "gated")) if on]
+        if clash:
+            raise ConfigError(f"--fixed_budget exports one plain model; it cannot be combined with {clash[0]} "
+                              "(leave that out)")
+        if args.dataset is None:
+            raise ConfigError("--fixed_budget needs --dataset (the images that decide which channels stay)")
+    if args.norm_batches < 0 or (args.norm_batches and args.fixed_budget is None):
+        raise ConfigError(f"--norm_batches must be >= 0 and needs --fixed_budget, got {args.norm_batches}")
     check_onnx_output(args.output, overwrite=args.overwrite, name="--output")
 
 
@@ -71,17 +97,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = run.model
     size = args.image_size or run.pretrain_config.get("image_size") or model.pretrained_cfg["input_size"][-1]
     gated = has_gates(model)
-    if not gated and (args.mode == "gated" or args.static or args.budget is not None):
-        raise NoGatesError(f"{args.checkpoint} has no gates: --mode gated, --static and --budget need a "
-                           "gated checkpoint")
+    if not gated and (args.mode == "gated" or args.static or args.budget is not None or args.fixed_budget):
+        raise NoGatesError(f"{args.checkpoint} has no gates: --mode gated, --static, --budget and "
+                           "--fixed_budget need a gated checkpoint")
     if args.budget is not None:
         set_budget(model, args.budget)
-    if args.static:
+    if args.static or args.fixed_budget is not None:
         info = load_image_dataset(args.dataset, split=args.split, image_size=size)
         rows = info.dataset.select(range(min(args.static_images, len(info))))
         images = EvalDataset(rows, build_eval_transform(image_size=size, mean=info.mean, std=info.std),
                              image_column=info.image_column, label_column=None)
-        model = export_static(model, DataLoader(images, batch_size=64)).model.eval()
+        loader = DataLoader(images, batch_size=64)
+        if args.static:
+            model = export_static(model, loader).model.eval()
+        else:
+            fixed = export_at_budget(model, loader, budget=args.fixed_budget, norm_batches=args.norm_batches)
+            print(f"fixed budget {args.fixed_budget:g}: {fixed.mac_fraction:.3f} of the dense MACs "
+                  f"({fixed.macs:,} per image)")
+            model = fixed.model.eval()
         gated = False
     with gate_mode(model, args.mode) if gated else contextlib.nullcontext():
         export = export_onnx(model, args.output, input_size=(3, size, size), dynamic_batch=not args.fixed_batch,

@@ -35,7 +35,7 @@ from .calibration import (
     set_budget,
     set_gate_offset,
 )
-from .compact import compact, export_static, load_static
+from .compact import compact, export_at_budget, export_static, load_static
 from .compute import MacCount, count_macs, gated_macs
 from .errors import (
     GatesAlreadyAttachedError,
@@ -72,6 +72,7 @@ __all__ = [
     "convert_sync_batchnorm",
     "count_macs",
     "detach_gates",
+    "export_at_budget",
     "export_onnx",
     "export_static",
     "gate_config",

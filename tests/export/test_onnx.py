@@ -9,7 +9,7 @@ import timm
 import torch
 
 import timm_gated_ssl
-from timm_gated_ssl import export_onnx, export_static, gate_mode, iter_gates
+from timm_gated_ssl import export_at_budget, export_onnx, export_static, gate_mode, iter_gates
 from timm_gated_ssl.export import onnx_max_abs_diff
 
 ort = pytest.importorskip("onnxruntime")
@@ -55,6 +55,17 @@ def test_static_export(tmp_path: Path) -> None:
         assert (_run(export.path, x) - expected).abs().max() <= 1e-4
 
 
+def test_fixed_budget_export(tmp_path: Path) -> None:
+    model = _gated_model()
+    fixed = export_at_budget(model, [torch.randn(16, *SIZE)], budget=0.5, tol=0.05)
+    export = export_onnx(fixed.model.eval(), tmp_path / "fixed.onnx", input_size=SIZE)
+    for batch in (1, 3):
+        x = torch.randn(batch, *SIZE)
+        with torch.no_grad():
+            expected = fixed.model(x)
+        assert (_run(export.path, x) - expected).abs().max() <= 1e-4
+
+
 def test_gated_mode_matches_pytorch_gated_mode(tmp_path: Path) -> None:
     model = _gated_model()
     x = torch.randn(6, *SIZE)
@@ -95,3 +106,21 @@ def test_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert code == 0 and "mode gated" in out and "batch 4: max |onnxruntime - pytorch|" in out
     assert recipe.cli(["--checkpoint", str(tmp_path / "none"), "--output", str(tmp_path / "x.onnx")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_cli_fixed_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from timm.models import save_for_hf
+
+    from tests.helpers import load_script
+
+    save_for_hf(_gated_model(), tmp_path / "ckpt", safe_serialization=True)
+    recipe = load_script("recipes/export_onnx.py")
+    code = recipe.cli(["--checkpoint", str(tmp_path / "ckpt"), "--output", str(tmp_path / "f.onnx"),
+                        "--fixed_budget", "0.5", "--dataset", "digits", "--static_images", "64",
+                        "--image_size", "16", "--check"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    fraction = float(out.split("fixed budget 0.5: ")[1].split()[0])
+    assert abs(fraction - 0.5) <= 0.03 and "mode plain" in out
+    diffs = [float(line.rsplit("=", 1)[1]) for line in out.splitlines() if "max |onnxruntime - pytorch|" in line]
+    assert len(diffs) == 2 and max(diffs) <= 1e-4

@@ -95,6 +95,11 @@ def test_a_foreign_onnx_file_or_data_file_is_never_replaced(recipe: Any, checkpo
     (["--static", "--dataset", "digits", "--static_images", "0"], "--static_images must be >= 1"),
     (["--budget", "1.5"], r"--budget must be in (0, 1]"),
     (["--static"], "--static needs --dataset"),
+    (["--fixed_budget", "0"], r"--fixed_budget must be in (0, 1]"),
+    (["--fixed_budget", "0.3"], "--fixed_budget needs --dataset"),
+    (["--fixed_budget", "0.3", "--static", "--dataset", "digits"], "cannot be combined with --static"),
+    (["--fixed_budget", "0.3", "--budget", "0.3", "--dataset", "digits"], "cannot be combined with --budget"),
+    (["--norm_batches", "2"], "--norm_batches must be >= 0 and needs --fixed_budget"),
 ])
 def test_bad_values_are_refused_naming_the_flag(recipe: Any, checkpoint: Path, tmp_path: Path, flags: list[str],
                                                 message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,7 +21,7 @@ from .static_vit import export_static_vit
 __all__ = ["STATIC_EXPORTERS", "export_static", "model_family"]
 
 StaticExporter = Callable[..., StaticExport]
-"""``exporter(model, loader, *, min_firing_rate, max_batches, eval_loader, base, base_kwargs)``."""
+"""``exporter(model, loader, *, min_firing_rate, max_batches, eval_loader, base, base_kwargs, rates)``."""
 
 STATIC_EXPORTERS: Registry[StaticExporter] = Registry("static exporter")
 """Static exports by block family (``attach.FAMILIES`` names) of the model's gated blocks."""

@@ -48,6 +48,7 @@ from .static_common import (
     resolve_base,
     select_channels,
     source_macs,
+    usage_or_given,
 )
 
 __all__ = [
@@ -202,8 +203,13 @@ def export_static_resnet(
     eval_loader: Iterable[Any] | None = None,
     base: str | None = None,
     base_kwargs: Mapping[str, Any] | None = None,
+    rates: Mapping[str, tuple[torch.Tensor, ...]] | None = None,
 ) -> StaticExport:
     """The ResNet family of :func:`~timm_gated_ssl.compact.export_static` (same arguments and result).
+
+    ``rates`` (``{block: (rate per channel, ...)}``) replaces the usage pass over ``loader``; a
+    channel is kept where its rate is > 0 and >= ``min_firing_rate`` (how ``export_at_budget``
+    passes the channels it chose).
 
     Raises:
         NoGatesError: ``model`` has no gates.
@@ -212,7 +218,7 @@ def export_static_resnet(
     """
     check_min_firing_rate(min_firing_rate)
     gates = dict(require_gates(model))
-    rates, seen = channel_usage(model, loader, max_batches=max_batches)
+    rates, seen = usage_or_given(model, loader, rates, max_batches=max_batches)
     base, kwargs = resolve_base(model, base, base_kwargs)
 
     names = [n for n, _ in _resnet_blocks(model)]

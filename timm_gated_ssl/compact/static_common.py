@@ -70,6 +70,32 @@ def channel_usage(
     return {name: tuple(c / seen for c in cs) for name, cs in counts.items()}, seen
 
 
+def usage_or_given(
+    model: nn.Module,
+    loader: Iterable[Any],
+    rates: Mapping[str, tuple[torch.Tensor, ...]] | None,
+    *,
+    max_batches: int | None,
+) -> tuple[dict[str, tuple[torch.Tensor, ...]], int]:
+    """:func:`channel_usage` on ``loader``, or ``rates`` as given (``export_at_budget`` chooses the
+    channels itself and passes them as rates of 1 and 0; no pass over the data then, 0 images).
+
+    Raises:
+        ValueError: ``rates`` does not name exactly the gated blocks, or a rate has the wrong width.
+    """
+    if rates is None:
+        return channel_usage(model, loader, max_batches=max_batches)
+    gates = dict(require_gates(model))
+    if set(rates) != set(gates):
+        raise ValueError(f"rates must name every gated block: missing {sorted(set(gates) - set(rates))[:5]}, "
+                         f"unknown {sorted(set(rates) - set(gates))[:5]}")
+    for name, gate in gates.items():
+        shapes = tuple(int(r.numel()) for r in rates[name])
+        if shapes != tuple(gate.widths):
+            raise ValueError(f"rates of block {name!r} have widths {shapes}, the gate has {tuple(gate.widths)}")
+    return {name: tuple(r.double().cpu() for r in rs) for name, rs in rates.items()}, 0
+
+
 def check_min_firing_rate(min_firing_rate: float) -> None:
     """Raise ValueError unless ``min_firing_rate`` is a number in [0, 1]."""
     if not isinstance(min_firing_rate, (int, float)) or not 0.0 <= min_firing_rate <= 1.0:
@@ -209,6 +235,9 @@ class StaticExport:
             classifier's, or for a headless encoder (``num_classes=0``) a two-fold weighted
             20-NN on ``eval_loader``'s images (see :func:`accuracy`).
         accuracy_static: The same for the static model.
+        kept: ``{block_name: (bool mask per channel, ...)}``: the channels the static model keeps
+            (padding for grouped convs aside), when the export chose them itself
+            (``export_at_budget``); None for ``export_static``, which keeps the channels that fired.
     """
 
     model: nn.Module
@@ -221,6 +250,7 @@ class StaticExport:
     gated_macs: float | None = None
     accuracy_gated: float | None = None
     accuracy_static: float | None = None
+    kept: dict[str, tuple[torch.Tensor, ...]] | None = field(default=None, repr=False)
 
     @property
     def mac_fraction(self) -> float:

@@ -43,12 +43,12 @@ from .fold import gated_norm
 from .static_common import (
     Selection,
     StaticExport,
-    channel_usage,
     check_min_firing_rate,
     create_static,
     finish_export,
     resolve_base,
     select_channels,
+    usage_or_given,
 )
 
 __all__ = ["export_static_vit", "is_vit", "narrow_vit", "static_vit", "vit_macs"]
@@ -237,11 +237,12 @@ def export_static_vit(
     eval_loader: Iterable[Any] | None = None,
     base: str | None = None,
     base_kwargs: Mapping[str, Any] | None = None,
+    rates: Mapping[str, tuple[torch.Tensor, ...]] | None = None,
 ) -> StaticExport:
     """Export a gated ViT as a plain timm ``VisionTransformer`` without the heads/units never used.
 
     Called by :func:`~timm_gated_ssl.compact.export_static` for ViTs; same arguments and result
-    (``widths`` per block are ``(heads, hidden units)``).
+    (``widths`` per block are ``(heads, hidden units)``); ``rates`` as for ResNets.
 
     Raises:
         NoGatesError: ``model`` has no gates.
@@ -255,7 +256,7 @@ def export_static_vit(
     if set(names) != set(gates):
         raise TypeError("export_static supports ViTs whose every block is a gated timm "
                         f"vision_transformer.Block; ungated: {sorted(set(names) - set(gates))[:5]}")
-    rates, seen = channel_usage(model, loader, max_batches=max_batches)
+    rates, seen = usage_or_given(model, loader, rates, max_batches=max_batches)
     base, kwargs = resolve_base(model, base, base_kwargs)
     device = next(model.parameters()).device
     selections = {n: [select_channels(r, min_firing_rate).to(device) for r in rates[n]] for n in names}
