@@ -35,6 +35,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--hub_id", default=None, help="Hub dataset id overriding the preset's")
     parser.add_argument("--budgets", type=float, nargs="*", default=[], help="fractions of dense MACs to calibrate, e.g. 0.1 0.3 0.5")
+    parser.add_argument("--fixed_budgets", type=float, nargs="*", default=[],
+                        help="also export a plain model at each of these fractions of dense MACs (export_at_budget) and evaluate it")
     parser.add_argument("--calibration_split", default=None, help="default: a held-out slice of --train_split")
     parser.add_argument("--calibration_size", type=int, default=None, help="default: min(2048, 10%% of the train split)")
     parser.add_argument("--calibration_tol", type=float, default=0.01)
@@ -63,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = evaluate_checkpoint(
         args.checkpoint, dataset=args.dataset, train_split=args.train_split,
         test_split=args.test_split, image_size=args.image_size, data_dir=args.data_dir,
-        hub_id=args.hub_id, budgets=args.budgets, calibration_split=args.calibration_split,
+        hub_id=args.hub_id, budgets=args.budgets,
+        fixed_budgets=args.fixed_budgets, calibration_split=args.calibration_split,
         calibration_size=args.calibration_size, calibration_tol=args.calibration_tol,
         max_train=args.max_train, knn_k=args.knn_k, linear_epochs=args.linear_epochs,
         linear_seeds=args.linear_seeds, batch_size=args.batch_size, num_workers=args.num_workers,

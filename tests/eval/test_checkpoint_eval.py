@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -339,3 +340,43 @@ def test_a_failed_calibration_leaves_the_model_as_it_was(checkpoints: dict[str, 
         evaluate_checkpoint(model, budgets=(0.001,), **FAST)
     assert model.training
     assert all(float(g.logit_offset) == 0.0 for _, g in timm_gated_ssl.iter_gates(model))
+
+
+def test_fixed_budget_rows_are_the_plain_export_evaluated_like_every_row(
+    checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``fixed`` row per fixed budget: the plain model export_at_budget gives on the calibration
+    slice, its MACs counted by torch on that plain model, in the table and the model card."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from timm_gated_ssl.compact import fixed_budget
+    from timm_gated_ssl.hub.card import build_model_card
+
+    exported: list[Any] = []
+    real = fixed_budget.export_at_budget
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        exported.append(result := real(*args, **kwargs))
+        return result
+
+    monkeypatch.setattr(fixed_budget, "export_at_budget", recording)
+    monkeypatch.setattr(sys.modules["timm_gated_ssl.compact"], "export_at_budget", recording)
+    result = evaluate_checkpoint(checkpoints["gated"], fixed_budgets=(0.6,), **FAST)
+    fixed = result.entries[2]
+    assert [e.mode for e in result.entries] == ["dense", "gated", "fixed"]
+    assert fixed.mode == "fixed" and fixed.budget == 0.6 and not fixed.calibrated
+    assert len(exported) == 1 and not timm_gated_ssl.has_gates(exported[0].model)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        exported[0].model(torch.zeros(1, 3, 16, 16))
+    convs = sum(v for op, v in counter.get_flop_counts()["Global"].items() if "convolution" in str(op)) // 2
+    assert fixed.macs == convs and abs(fixed.mac_fraction - 0.6) <= 0.03
+    assert fixed.linear_top1 is not None and fixed.knn_top1 is not None
+    assert "| fixed | 0.6 |" in result.to_markdown()
+    assert EvaluationResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    card = str(build_model_card(repo_id="o/n", architecture="gated_resnet18_cifar", results=result))
+    assert "[fixed, t_d=0.6]" in card and "`fixed` rows: a plain timm model" in card
+    with pytest.raises(NoGatesError, match="drop --fixed_budgets"):
+        evaluate_checkpoint(checkpoints["vanilla"], fixed_budgets=(0.3,), **FAST)
+    with pytest.raises(InvalidBudgetError):
+        evaluate_checkpoint(checkpoints["gated"], fixed_budgets=(1.2,), **FAST)

@@ -38,8 +38,8 @@ from ..compute import cost_table
 from ..data import ImageDataset, build_eval_transform
 from ..hub.checkpoint import load_run
 from ..results import EvaluationResult
-from .checks import check_arguments, check_bank, refuse_budgets_without_gates
-from .entries import ProbeSettings, gated_entries, restored_gates, vanilla_entry
+from .checks import check_arguments, check_bank, check_budgets, refuse_budgets_without_gates
+from .entries import ProbeSettings, fixed_entries, gated_entries, restored_gates, vanilla_entry
 from .evaluate import KNN_TEMPERATURE
 from .passes import SplitPass
 from .passes import extract_pass as _extract  # every pass goes through this module-level name
@@ -118,6 +118,7 @@ def evaluate_checkpoint(
     data_dir: str | os.PathLike[str] | None = None,
     hub_id: str | None = None,
     budgets: Sequence[float] = (),
+    fixed_budgets: Sequence[float] = (),
     calibration_split: str | None = None,
     calibration_size: int | None = None,
     calibration_tol: float = 0.01,
@@ -141,7 +142,9 @@ def evaluate_checkpoint(
     the checkpoint's own gate threshold (``budget`` = its training ``t_d``); one ``gated`` entry
     per requested budget with ``calibrated=True``, its threshold found by
     :func:`~timm_gated_ssl.calibration.calibrate_budget` on calibration data (never the test
-    split); and, when ``vanilla`` is given, a ``vanilla`` entry (dense mode only). An ungated
+    split); one ``fixed`` entry per ``fixed_budgets`` value, the plain model
+    :func:`~timm_gated_ssl.export_at_budget` exports at that budget from the calibration data;
+    and, when ``vanilla`` is given, a ``vanilla`` entry (dense mode only). An ungated
     checkpoint gives a single ``vanilla`` entry. Every entry has weighted k-NN (``knn_k``,
     cosine, T = 0.07) and 1-NN top-1, the linear-probe top-1 (mean and std over
     ``linear_seeds``; one probe per entry on its frozen features), MACs per image and
@@ -178,6 +181,8 @@ def evaluate_checkpoint(
         data_dir: Local data folder of the preset (default: the checkpoint's ``config.yaml``).
         hub_id: Hub dataset id overriding the preset's (default: the checkpoint's ``config.yaml``).
         budgets: Fractions of the dense MACs in (0, 1] to calibrate and evaluate.
+        fixed_budgets: Fractions of the dense MACs in (0, 1] to export a fixed-budget plain model
+            at (:func:`~timm_gated_ssl.export_at_budget`, on the calibration data) and evaluate.
         calibration_split: Split to calibrate on instead of the held-out training slice.
         calibration_size: Calibration images (held-out slice size, or a subset of
             ``calibration_split``).
@@ -214,6 +219,7 @@ def evaluate_checkpoint(
         ValueError: A train or test split without labels, the test split as
             ``calibration_split``, or another invalid option.
     """
+    fixed_list = check_budgets(fixed_budgets)
     budget_list = check_arguments(
         checkpoint, budgets=budgets, calibration_tol=calibration_tol, knn_k=knn_k,
         batch_size=batch_size, image_size=image_size, calibration_size=calibration_size,
@@ -222,13 +228,13 @@ def evaluate_checkpoint(
     )
     loaded = load_run(checkpoint)
     model, gated = loaded.model, has_gates(loaded.model)
-    refuse_budgets_without_gates(loaded, budget_list)
+    refuse_budgets_without_gates(loaded, budget_list, fixed_list)
     baseline = load_run(vanilla) if vanilla is not None else None
 
     data = protocol_data_for(
         loaded.pretrain_config, dataset=dataset, train_split=train_split, test_split=test_split,
         calibration_split=calibration_split, calibration_size=calibration_size,
-        need_calibration=bool(budget_list), image_size=image_size, data_dir=data_dir,
+        need_calibration=bool(budget_list or fixed_list), image_size=image_size, data_dir=data_dir,
         hub_id=hub_id, max_train=max_train, seed=seed,
     )
     check_bank(len(data.train), num_classes=data.num_classes, knn_k=knn_k, max_train=max_train)
@@ -257,6 +263,11 @@ def evaluate_checkpoint(
             entries = gated_entries(model, splits.run, original=original, budgets=budget_list,
                                     offsets=offsets, fractions=fractions, dense_macs=dense_macs,
                                     settings=settings)
+        if fixed_list:
+            assert data.calibration is not None
+            entries += fixed_entries(model, splits.run, budgets=fixed_list,
+                                     loader=loaders.of(data.calibration, shard=False, labels=False),
+                                     dense_macs=dense_macs, settings=settings)
     if baseline is not None:
         if device is not None:
             baseline.model.to(device)

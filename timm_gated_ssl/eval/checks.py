@@ -78,7 +78,7 @@ def check_arguments(
             ``export_dir`` would overwrite the checkpoint's own files.
         ValueError: Another option outside its valid range (named in the message).
     """
-    budget_list = _check_budgets(budgets)
+    budget_list = check_budgets(budgets)
     if not 0 < calibration_tol < 1:
         raise ValueError(f"calibration_tol must be in (0, 1), got {calibration_tol!r}")
     if isinstance(knn_k, bool) or not isinstance(knn_k, int) or knn_k < 1:
@@ -106,25 +106,34 @@ def check_arguments(
     return budget_list
 
 
-def _check_budgets(budgets: Sequence[float]) -> list[float]:
+def check_budgets(budgets: Sequence[float]) -> list[float]:
+    """``budgets`` sorted and without duplicates, each checked to be in (0, 1].
+
+    Raises:
+        TypeError: ``budgets`` is not a sequence of numbers.
+        InvalidBudgetError: A budget outside (0, 1].
+    """
     if isinstance(budgets, (str, bytes)) or not isinstance(budgets, Sequence):
         raise TypeError(f"budgets must be a sequence of numbers in (0, 1], got {budgets!r}")
     checked = {budget_key(b): b for b in (check_budget(v, name="each budget") for v in budgets)}
     return sorted(checked.values())
 
 
-def refuse_budgets_without_gates(loaded: LoadedCheckpoint, budgets: Sequence[float]) -> None:
-    """Budgets are calibrated by moving the gates' threshold: an ungated checkpoint has none.
+def refuse_budgets_without_gates(loaded: LoadedCheckpoint, budgets: Sequence[float],
+                                 fixed_budgets: Sequence[float] = ()) -> None:
+    """Budgets are calibrated by moving the gates' threshold, and fixed budgets keep the channels
+    the gates use most: an ungated checkpoint has neither.
 
     Raises:
-        NoGatesError: ``budgets`` is not empty and ``loaded.model`` has no gates.
+        NoGatesError: ``budgets`` or ``fixed_budgets`` is not empty and ``loaded.model`` has no gates.
     """
-    if budgets and not has_gates(loaded.model):
-        raise NoGatesError(
-            f"{loaded.source} ({loaded.name}) has no gates, so budgets "
-            f"{[float(b) for b in budgets]} cannot be calibrated: evaluate a gated checkpoint "
-            "(a gated_* architecture) or drop --budgets (pass an ungated run as the vanilla baseline)"
-        )
+    for flag, values, verb in (("--budgets", budgets, "calibrated"), ("--fixed_budgets", fixed_budgets, "exported")):
+        if values and not has_gates(loaded.model):
+            raise NoGatesError(
+                f"{loaded.source} ({loaded.name}) has no gates, so budgets "
+                f"{[float(b) for b in values]} cannot be {verb}: evaluate a gated checkpoint "
+                f"(a gated_* architecture) or drop {flag} (pass an ungated run as the vanilla baseline)"
+            )
 
 
 def check_bank(images: int, *, num_classes: int, knn_k: int, max_train: int | None) -> None:

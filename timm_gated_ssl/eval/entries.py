@@ -20,9 +20,10 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,7 +36,7 @@ from .channel_usage import channel_usage_from_masks
 from .evaluate import KNN_TEMPERATURE, evaluate_features
 from .passes import SplitPass
 
-__all__ = ["ProbeSettings", "Run", "gated_entries", "mode_row", "restored_gates", "vanilla_entry"]
+__all__ = ["ProbeSettings", "Run", "fixed_entries", "gated_entries", "mode_row", "restored_gates", "vanilla_entry"]
 
 Run = Callable[[nn.Module, str | None, str], tuple[SplitPass, SplitPass]]
 """``run(model, mode, tag)``: the bank and the test pass of ``model`` in ``mode`` (None for an
@@ -179,4 +180,29 @@ def gated_entries(
             settings=settings, calibrated=calibrated,
             calibration_mac_fraction=calibration_fraction, gate_offset=float(gate_offset(model)),
         ))
+    return entries
+
+
+def fixed_entries(
+    model: nn.Module,
+    run: Run,
+    *,
+    budgets: Sequence[float],
+    loader: Iterable[Any],
+    dense_macs: float,
+    settings: ProbeSettings,
+) -> list[ModeEvaluation]:
+    """One ``fixed`` row per budget: the plain model :func:`~timm_gated_ssl.export_at_budget`
+    exports from ``loader`` (the calibration data), at its counted MACs.
+
+    Every process exports on the same full ``loader``, so every process holds the same model.
+    """
+    from ..compact import export_at_budget
+
+    entries = []
+    for budget in budgets:
+        export = export_at_budget(model, loader, budget=budget)
+        train, test = run(export.model, None, f"fixed t_d={budget:g}")
+        entries.append(mode_row(train, test, mode="fixed", budget=budget, macs=float(export.macs),
+                                dense_macs=dense_macs, settings=settings))
     return entries

@@ -52,14 +52,15 @@ _SERIES: dict[str, tuple[str, dict[str, Any]]] = {
     "calibrated": ("gated, calibrated to $t_d$", {"marker": "o", "color": "tab:blue", "linestyle": "-"}),
     "gated": ("gated, trained threshold", {"marker": "D", "color": "tab:purple", "linestyle": "none"}),
     "dense": ("dense", {"marker": "s", "color": "tab:orange", "linestyle": "none"}),
+    "fixed": ("fixed-budget plain model", {"marker": "^", "color": "black", "linestyle": ":"}),
     "vanilla": ("vanilla SSL baseline", {"marker": "*", "color": "tab:gray", "markersize": 12,
                                          "linestyle": "none"}),
 }
 # Colours of the calibrated, trained-threshold and dense series of each further gate family when a
 # plot holds several (the first family keeps the colours above); markers still tell the series.
-_FAMILY_COLOURS: list[tuple[str, str, str]] = [
-    ("tab:green", "tab:olive", "tab:brown"),
-    ("tab:red", "tab:pink", "tab:cyan"),
+_FAMILY_COLOURS: list[tuple[str, str, str, str]] = [
+    ("tab:green", "tab:olive", "tab:brown", "darkgreen"),
+    ("tab:red", "tab:pink", "tab:cyan", "darkred"),
 ]
 # Label offsets tried in turn (points): right/left of the marker, then further above and below.
 _OFFSETS = [(6, 5), (6, -11), (-6, 5), (-6, -11), (6, 15), (6, -21), (-6, 15), (-6, -21),
@@ -87,7 +88,7 @@ def _family_style(series: str, family: str | None, index: int, *,
         legend = legend.replace("gated", f"{family} gates", 1)
     if index > 0:
         colours = _FAMILY_COLOURS[(index - 1) % len(_FAMILY_COLOURS)]
-        style = {**style, "color": colours[("calibrated", "gated", "dense").index(series)]}
+        style = {**style, "color": colours[("calibrated", "gated", "dense", "fixed").index(series)]}
     return legend, style
 
 

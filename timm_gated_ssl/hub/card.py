@@ -239,6 +239,10 @@ def build_model_card(
              "gates); FLOPs reduction is `1 - F_gated / F_dense`, measured on the test set with "
              "deterministic gates."), "",
         ]
+        if any(e.mode == "fixed" for e in evaluation.entries):
+            body += [("`fixed` rows: a plain timm model (no gates) exported from these weights at that "
+                      "fraction of the dense MACs with `timm_gated_ssl.export_at_budget`; it costs the "
+                      "same for every input, so it runs at that cost on any runtime (ONNX, TensorRT)."), ""]
     else:
         body += ["No evaluation results were published with this checkpoint.", ""]
     if tradeoff_plot:

@@ -8,7 +8,9 @@ linear-probe top-1 and the compute. It is also what the Hub model cards read the
 ============== ===============================================================================
 field          meaning
 ============== ===============================================================================
-mode           ``"dense"``, ``"gated"`` or ``"vanilla"`` (plain SSL, no gates)
+mode           ``"dense"``, ``"gated"``, ``"vanilla"`` (plain SSL, no gates) or ``"fixed"`` (a plain
+               model exported at ``budget`` with ``export_at_budget``: no gates, the same cost for
+               every input)
 budget         target ``t_d`` (fraction of dense MACs) the run was trained for; ``None`` if none
 knn_top1       weighted k-NN top-1 (%), k = 20, T = 0.07
 knn1_top1      nearest-neighbour top-1 (%), k = 1
@@ -48,8 +50,8 @@ __all__ = ["SCHEMA_VERSION", "EvaluationResult", "ModeEvaluation"]
 SCHEMA_VERSION = 1
 """Version of the ``to_dict`` layout; bumped on incompatible changes."""
 
-Mode = Literal["dense", "gated", "vanilla"]
-_MODES: tuple[str, ...] = ("dense", "gated", "vanilla")
+Mode = Literal["dense", "gated", "vanilla", "fixed"]
+_MODES: tuple[str, ...] = ("dense", "gated", "vanilla", "fixed")
 _PERCENT_FIELDS = ("knn_top1", "knn1_top1", "linear_top1")
 Metric = Literal["linear_top1", "knn_top1", "knn1_top1"]
 
@@ -84,7 +86,7 @@ class ModeEvaluation:
     """Metrics and compute of one encoder mode at one budget (one row of the results table).
 
     Attributes:
-        mode: ``"dense"``, ``"gated"`` or ``"vanilla"``.
+        mode: ``"dense"``, ``"gated"``, ``"vanilla"`` or ``"fixed"`` (fixed-budget export).
         budget: Target ``t_d`` of the training run, in ``(0, 1]``; ``None`` for vanilla runs.
         knn_top1: Weighted k-NN (k=20) top-1 in %.
         knn1_top1: 1-NN top-1 in %.

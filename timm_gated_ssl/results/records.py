@@ -49,8 +49,8 @@ class ChannelUsage:
         return (self.always_off / total, self.always_on / total, self.dynamic / total)
 
 
-PointKind = Literal["dense", "gated", "vanilla"]
-_KINDS: tuple[str, ...] = ("dense", "gated", "vanilla")
+PointKind = Literal["dense", "gated", "vanilla", "fixed"]
+_KINDS: tuple[str, ...] = ("dense", "gated", "vanilla", "fixed")
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,8 @@ class TradeoffPoint:
         accuracy: Top-1 accuracy (%), e.g. the linear-probe mean.
         budget: Target budget ``t_d``: the one the run was trained for, or for a calibrated point
             the one calibrated to.
-        kind: ``"dense"``, ``"gated"`` or ``"vanilla"`` (a plain SSL baseline without gates).
+        kind: ``"dense"``, ``"gated"``, ``"vanilla"`` (a plain SSL baseline without gates) or
+            ``"fixed"`` (a plain model exported at ``budget`` by ``export_at_budget``).
         calibrated: A gated point whose threshold was calibrated to ``budget`` (False: the
             checkpoint's own, trained threshold).
         gate_type: The gate family of a gated or dense point (``"channel"``, ``"width"``), or
