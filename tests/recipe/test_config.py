@@ -20,6 +20,20 @@ def test_overrides_are_yaml_scalars() -> None:
     }
 
 
+def test_list_flags_take_several_values_as_in_evaluate_py() -> None:
+    """One spelling of list flags across the recipes: ``--budgets 0.3 0.5`` (also a YAML list)."""
+    from timm_gated_ssl.finetune import FinetuneConfig
+
+    assert parse_overrides(["--budgets", "0.3", "0.5", "--lr", "0.1"]) == {"budgets": [0.3, 0.5], "lr": 0.1}
+    assert parse_overrides(["--budgets", "[0.3, 0.5]"]) == {"budgets": [0.3, 0.5]}
+    assert parse_overrides(["--budgets", "-0.5", "0.5"]) == {"budgets": [-0.5, 0.5]}  # a sign is no flag
+    spelled = [FinetuneConfig.load(None, ["--checkpoint", "c", "--dataset", "d", "--budgets", *b]).budgets
+               for b in (["0.3", "0.5"], ["[0.3, 0.5]"])]
+    assert spelled == [[0.3, 0.5], [0.3, 0.5]]
+    with pytest.raises(ConfigError, match="'lr' must be float, got \\[0.1, 0.2\\]"):
+        PretrainConfig.load(None, ["--lr", "0.1", "0.2"])
+
+
 def test_yaml_then_overrides(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("epochs: 3\nbudget: 0.2\n")

@@ -290,7 +290,11 @@ def parse_value(option: str, raw: str) -> Any:
 
 
 def parse_overrides(tokens: list[str]) -> dict[str, Any]:
-    """``["--lr", "0.1", "--gating", "false"]`` -> ``{"lr": 0.1, "gating": False}`` (YAML scalars)."""
+    """``["--lr", "0.1", "--gating", "false"]`` -> ``{"lr": 0.1, "gating": False}`` (YAML scalars).
+
+    Several values after one key make a list, so list flags are spelled as in
+    ``recipes/evaluate.py``: ``--budgets 0.3 0.5`` (a YAML list, ``--budgets "[0.3, 0.5]"``, works too).
+    """
     values: dict[str, Any] = {}
     i = 0
     while i < len(tokens):
@@ -300,10 +304,15 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
         key = token[2:].replace("-", "_")
         if "=" in key:
             key, raw = key.split("=", 1)
+            values[key] = parse_value(key, raw)
             i += 1
-        else:
-            if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
-                raise ConfigError(f"--{key} needs a value")
-            raw, i = tokens[i + 1], i + 2
-        values[key] = parse_value(key, raw)
+            continue
+        end = i + 1
+        while end < len(tokens) and not tokens[end].startswith("--"):
+            end += 1
+        if end == i + 1:
+            raise ConfigError(f"--{key} needs a value")
+        parsed = [parse_value(key, raw) for raw in tokens[i + 1:end]]
+        values[key] = parsed[0] if len(parsed) == 1 else parsed
+        i = end
     return values
