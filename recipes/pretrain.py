@@ -53,6 +53,7 @@ from timm_gated_ssl.recipe.data import (
 from timm_gated_ssl.recipe.init import build_backbone
 from timm_gated_ssl.recipe.optim import build_optimizer, build_scheduler
 from timm_gated_ssl.recipe.outputs import non_finite_loss_error, write_json
+from timm_gated_ssl.recipe.summary import training_summary
 from timm_gated_ssl.ssl import FeatureDistillLoss, build_ssl_objective, cosine_momentum_schedule
 
 
@@ -276,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   std=train_info.std),
                      extra={"init_from": config.init_from} if config.init_from else None)
         write_json(output_dir / "metrics.json", {**metrics, "init_from": config.init_from})
-        print("final: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
+        print(training_summary(metrics, output_dir=output_dir, dataset=str(config.dataset),
+                               budget=config.budget if has_gates(backbone) else None))
     accelerator.end_training()
     return 130 if interrupted else 0
 
