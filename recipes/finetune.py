@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
                 break
             # ---- linear: this seed's heads on the test split, then fresh heads for the next seed
             if len(state.finished) == state.run:  # not yet evaluated (a resumed finished run is)
-                results = evaluate_heads(backbone, dict(unwrapped.heads.items()), specs, test_loader,
+                results = evaluate_heads(backbone, unwrapped.folded(), specs, test_loader,
                                          image_size=image_size, accelerator=accelerator)
                 state.finished.append(result_rows(results))
                 accelerator.print(f"seed {seed}: " + ", ".join(f"{r.spec.name} {r.top1:.2f}" for r in results))
@@ -231,11 +231,11 @@ def main(argv: list[str] | None = None) -> None:
                                   "images_per_s": (state.images_seen - start_images) / max(wall_time, 1e-9)}
     if config.mode == "full":
         specs, heads, metrics["calibration_mac_fraction"] = full_heads(
-            backbone, dict(unwrapped.heads.heads.items()), config, target=target, calibration=data.calibration)
+            backbone, unwrapped.heads.folded(), config, target=target, calibration=data.calibration)
         results = evaluate_heads(backbone, heads, specs, test_loader, image_size=image_size, accelerator=accelerator)
         state.finished = [result_rows(results)]
     else:
-        heads = dict(unwrapped.heads.items())
+        heads = unwrapped.folded()
     runs = rows_to_results(state.finished)
     evaluation = build_results(
         runs, mode=config.mode, model_name=loaded.name, dataset=str(config.dataset), split=config.test_split,

@@ -35,8 +35,10 @@ class FinetuneConfig(RecipeConfig):
         image_size: Crop size (None: the checkpoint's ``config.yaml``, else the preset's).
         num_classes: Expected number of classes (None: the dataset's; a mismatch is an error).
         train_subset: Use a seeded random subset of N training images (None: all).
-        augment: RandomResizedCrop(scale ``crop_scale_min``-1) + horizontal flip on the training
-            images; False trains on the deterministic evaluation transform.
+        augment: RandomResizedCrop(scale ``crop_scale_min``-1) + horizontal flip (``hflip``) on
+            the training images; False trains on the deterministic evaluation transform. The
+            defaults are the SSL literature's for natural photos; tiny or oriented images (8x8
+            digits) want milder crops and no flip (``finetune_quickstart.yaml``).
     Budgets:
         budget: Gated-mode target of ``full`` mode (None: the checkpoint's ``t_d``).
         budgets: Further budgets to calibrate: ``linear`` trains one head per budget, ``full``
@@ -69,6 +71,7 @@ class FinetuneConfig(RecipeConfig):
     train_subset: int | None = None
     augment: bool = True
     crop_scale_min: float = 0.08
+    hflip: bool = True
 
     budget: float | None = None
     budgets: list[float] = dataclasses.field(default_factory=list)

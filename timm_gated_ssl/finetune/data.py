@@ -32,14 +32,15 @@ _MAX_CACHED_IMAGES = 100_000
 
 
 def build_train_transform(
-    *, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], scale_min: float = 0.08
+    *, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], scale_min: float = 0.08,
+    hflip: bool = True,
 ) -> Callable[[Any], Tensor]:
-    """RandomResizedCrop(``image_size``, scale ``(scale_min, 1)``, bicubic) + flip + normalise."""
+    """RandomResizedCrop(``image_size``, scale ``(scale_min, 1)``, bicubic) + flip (``hflip``) + normalise."""
     return v2.Compose([
         to_rgb_uint8,
         v2.RandomResizedCrop(image_size, scale=(scale_min, 1.0),
                              interpolation=InterpolationMode.BICUBIC, antialias=True),
-        v2.RandomHorizontalFlip(),
+        *([v2.RandomHorizontalFlip()] if hflip else []),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean=list(mean), std=list(std)),
     ])
@@ -94,7 +95,7 @@ def build_finetune_data(
     eval_transform = build_eval_transform(image_size=size, mean=train_info.mean, std=train_info.std)
     train_transform = (
         build_train_transform(image_size=size, mean=train_info.mean, std=train_info.std,
-                              scale_min=config.crop_scale_min)
+                              scale_min=config.crop_scale_min, hflip=config.hflip)
         if config.augment else eval_transform
     )
 
