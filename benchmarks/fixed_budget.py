@@ -39,7 +39,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import eval_images
-from _timing import interleaved_ratios, write_json
+from _timing import interleaved_ratios, ort_session, write_json
 
 import timm_gated_ssl  # noqa: F401  (registers the gated models)
 from timm_gated_ssl import calibrate_budget, detach_gates, export_at_budget, export_onnx
@@ -107,15 +107,6 @@ def accuracy_part(runs_dir: Path, out: Path) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------- latency
-def _ort_session(path: Path, threads: int) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def measure_latency(model: nn.Module, *, label: str, budget: float, calib: torch.Tensor, bench: torch.Tensor,
                     preset: dict[str, Any], threads: int, folder: Path) -> dict[str, Any]:
     """Dense vs fixed-budget export of ``model``: PyTorch and onnxruntime, batch 1 and ``big``."""
@@ -126,7 +117,7 @@ def measure_latency(model: nn.Module, *, label: str, budget: float, calib: torch
     paths = {"dense": folder / f"{label}_dense.onnx", "fixed": folder / f"{label}_fixed.onnx"}
     export_onnx(dense, paths["dense"], input_size=size)
     export_onnx(fixed.model.eval(), paths["fixed"], input_size=size)
-    sessions = {k: _ort_session(p, threads) for k, p in paths.items()}
+    sessions = {k: ort_session(p, threads) for k, p in paths.items()}
     big = preset["big"]
     x1 = bench[:1].contiguous()
     xb = bench.repeat(-(-big // bench.shape[0]), 1, 1, 1)[:big].contiguous()

@@ -35,7 +35,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import eval_images
-from _timing import interleaved_ratios, latency_preset, write_json
+from _timing import interleaved_ratios, latency_preset, ort_session, write_json
 
 import timm_gated_ssl  # noqa: F401  (registers the gated models)
 from timm_gated_ssl import (
@@ -57,15 +57,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 VARIANTS = ("static", "gated")
 
 
-def _session(path: Path, threads: int) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def measure(model: nn.Module, *, label: str, budget: float, calib: torch.Tensor, bench: torch.Tensor,
             big: int, preset: dict[str, Any], threads: int, folder: Path) -> dict[str, Any]:
     """Calibrate ``model`` to ``budget``, export the three variants and time them in onnxruntime."""
@@ -79,7 +70,7 @@ def measure(model: nn.Module, *, label: str, budget: float, calib: torch.Tensor,
     export_onnx(static.model.eval(), paths["static"], input_size=size)
     with gate_mode(model, "gated"):
         export_onnx(model, paths["gated"], input_size=size)
-    sessions = {name: _session(path, threads) for name, path in paths.items()}
+    sessions = {name: ort_session(path, threads) for name, path in paths.items()}
     xs = [bench[i : i + 1].numpy() for i in range(preset["images1"])]
     x_big = bench.repeat(-(-big // bench.shape[0]), 1, 1, 1)[:big].numpy()
 
