@@ -1,0 +1,59 @@
+"""benchmarks/fixed_budget.py: the aims and tables are computed from the measured rows (hand-made here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("fixed_budget", ROOT / "benchmarks" / "fixed_budget.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(run: str, gate_type: str, budget: float, gated: float, fixed: float, fraction: float) -> dict[str, Any]:
+    norm = {"knn_fixed": 70.0, "knn_gated_calibrated": 70.5, "mac_fraction": fraction}
+    return {"run": run, "gate_type": gate_type, "budget": budget, "dense": {"linear_top1": 85.0},
+            "gated": {"linear_top1": gated, "mac_fraction": budget + 0.002},
+            "fixed": {"linear_top1": fixed, "mac_fraction": fraction}, "norm_batches_check": {"0": norm, "8": norm}}
+
+
+def _timing(ratio: float) -> dict[str, Any]:
+    return {"pytorch": {"dense_ms": 10.0, "ratio": ratio}, "onnxruntime": {"dense_ms": 8.0, "ratio": ratio - 0.1}}
+
+
+def test_aims_from_rows(bench: ModuleType) -> None:
+    accuracy = {"rows": [_row("width_td0.3", "width", 0.3, 84.4, 84.66, 0.296),
+                         _row("width_td0.5", "width", 0.5, 85.0, 83.5, 0.50),
+                         _row("dual_td0.3", "channel", 0.3, 83.0, 83.1, 0.34)]}
+    latency = {"results": [{"model": "resnet18", "img_size": 224, "mac_fraction": 0.3, "batch1": _timing(0.6),
+                            "batch64": _timing(0.5)},
+                           {"model": "cifar_stem", "img_size": 28, "mac_fraction": 0.3, "batch1": _timing(0.9),
+                            "batch64": _timing(0.9)}]}
+    found = {a["aim"]: a for a in bench.aims(accuracy, latency)}
+    gap3 = found["width fixed-budget linear >= dynamic gated - 1.0 at t_d 0.3"]
+    assert gap3["value"] == 0.26 and gap3["met"]
+    gap5 = found["width fixed-budget linear >= dynamic gated - 1.0 at t_d 0.5"]
+    assert gap5["value"] == -1.5 and not gap5["met"]
+    assert not found["channel fixed-budget MAC fraction within 0.03 of t_d 0.3"]["met"]  # 0.34
+    assert found["width fixed-budget MAC fraction within 0.03 of t_d 0.3"]["met"]
+    assert not any("channel fixed-budget linear" in a for a in found)  # the accuracy aim is the width gates'
+    onnx = found["resnet18 224 px, batch 64, onnxruntime: fixed / dense latency <= 0.45"]
+    torch_aim = found["resnet18 224 px, batch 64, pytorch: fixed / dense latency <= 0.45"]
+    assert (onnx["value"], onnx["met"], torch_aim["value"], torch_aim["met"]) == (0.4, True, 0.5, False)
+    assert len(found) == 7  # no latency aim from the CIFAR-stem model
+    table = bench.latency_table(latency)
+    assert "| resnet18 | 224 | 0.300 | 64 | 10.00 | 0.500 | 8.00 | 0.400 |" in table
+    assert "| width_td0.5 | width | 0.5 | 85.00 | 85.00 | 83.50 | -1.50 |" in bench.accuracy_table(accuracy)
