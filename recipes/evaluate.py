@@ -8,7 +8,8 @@
     accelerate launch --multi_gpu --num_processes 2 recipes/evaluate.py --checkpoint ... (same flags)
 
 Writes results.json, results.md, tradeoff.png and channel_usage.png to --output_dir and prints the
-Markdown table. --export_dir DIR also saves the checkpoint with the calibrated budgets in its
+Markdown table. --fixed_budgets 0.3 0.5 adds a row per budget for the plain model
+export_at_budget cuts at that cost (what a fixed-budget deployment keeps). --export_dir DIR also saves the checkpoint with the calibrated budgets in its
 config.json next to those files, ready for recipes/push_to_hub.py --checkpoint DIR. A thin wrapper of ``timm_gated_ssl.eval.evaluate_checkpoint`` (see its docstring and
 docs/reproduce.md).
 """
