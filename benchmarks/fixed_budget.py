@@ -12,10 +12,11 @@ docs/speed.md.
   ``t_d`` from the same calibration images. Also a BatchNorm re-estimation check
   (``norm_batches``): 2-fold 20-NN on 2,000 test images with and without it.
 * ``latency``: the plain dense model against the fixed-budget export at ``--budget`` (0.3),
-  interleaved (``benchmarks/_timing.py``: median of per-pair ratios), in PyTorch (eval, no grad)
-  and onnxruntime (CPU, ``--threads`` intra-op threads), at batch 1 and 64: ``gated_resnet18``
-  at 224 px (random weights and gates, calibrated on random images: the widths, not the weights,
-  set the speed) and the CIFAR-stem width_td0.3 checkpoint on Fashion-MNIST images.
+  interleaved (``benchmarks/_timing.py``: median of per-pair ratios), in PyTorch (eval, no grad,
+  channels_last) and onnxruntime (CPU, ``--threads`` intra-op threads), at batch 1 and 64: ``gated_resnet18``
+  at 224 px with width gates (widths in steps of 1/8) and with channel gates (any width), random
+  weights and gates calibrated on random images (the widths, not the weights, set the speed), and
+  the CIFAR-stem width-gated checkpoint (``--latency_run``) on Fashion-MNIST images.
 
 Usage:
     python benchmarks/fixed_budget.py --parts accuracy latency --publish
@@ -28,6 +29,8 @@ import argparse
 import copy
 import json
 import platform
+import re
+import shlex
 import sys
 import tempfile
 import time
@@ -57,7 +60,15 @@ MARKERS = {"results": ("<!-- fixed_budget:begin -->", "<!-- fixed_budget:end -->
 
 
 # ---------------------------------------------------------------------------------- accuracy
-def accuracy_part(runs_dir: Path, out: Path) -> dict[str, Any]:
+def split_run(name: str) -> tuple[str, float]:
+    """``width_td0.3_s2`` -> (``"width"``, 0.3): the gate type and the budget a run was trained for."""
+    match = re.fullmatch(r"(width|dual)_td([0-9.]+)(?:_s[0-9]+)?", name)
+    if match is None:
+        raise SystemExit(f"unknown run {name!r}: expected width_td<t_d> or dual_td<t_d>, with an optional _s<seed>")
+    return GATES[match.group(1)], float(match.group(2))
+
+
+def accuracy_part(runs_dir: Path, out: Path, *, runs: tuple[str, ...] = RUNS) -> dict[str, Any]:
     """One row per run found: the calibrated gated mode and the fixed-budget export at its t_d.
 
     Rows already in ``out/accuracy.json`` are kept, so a later call adds the runs trained since.
@@ -78,14 +89,14 @@ def accuracy_part(runs_dir: Path, out: Path) -> dict[str, Any]:
 
     previous = out / "accuracy.json"  # rows already measured are kept: a rerun adds the missing runs
     rows = json.loads(previous.read_text())["rows"] if previous.is_file() else []
-    for name in RUNS:
+    for name in runs:
         run_dir = runs_dir / name
         if any(r["run"] == name for r in rows):
             continue
         if not (run_dir / "config.json").is_file():
             print(f"skip {name}: no checkpoint in {run_dir}", flush=True)
             continue
-        budget = float(name.split("_td")[1])
+        gate_type, budget = split_run(name)
         start = time.time()
         print(f"[{time.strftime('%H:%M:%S')}] evaluate {name}", flush=True)
         result = evaluate_checkpoint(run_dir, dataset="fashion_mnist", image_size=28, max_train=10000,
@@ -99,10 +110,10 @@ def accuracy_part(runs_dir: Path, out: Path) -> dict[str, Any]:
             export = export_at_budget(model, calibration, budget=budget, norm_batches=batches, eval_loader=knn_test)
             norms[str(batches)] = {"knn_fixed": export.accuracy_static, "knn_gated_calibrated": export.accuracy_gated,
                                    "mac_fraction": export.mac_fraction}
-        rows.append({"run": name, "gate_type": GATES[name.split("_td")[0]], "budget": budget,
+        rows.append({"run": name, "gate_type": gate_type, "budget": budget,
                      "gated": entry["gated_calibrated"], "fixed": entry["fixed"], "dense": entry["dense"],
                      "norm_batches_check": norms, "seconds": round(time.time() - start, 1)})
-        write_json(out / "accuracy.json", {"runs_dir": str(runs_dir), "rows": rows})
+        write_json(out / "accuracy.json", {"runs_dir": str(runs_dir), "rows": rows, "command": _command()})
     return {"rows": rows}
 
 
@@ -114,7 +125,8 @@ def measure_latency(model: nn.Module, *, label: str, budget: float, calib: torch
     fixed = export_at_budget(model, [calib], budget=budget)
     dense = detach_gates(copy.deepcopy(model)).eval()
     size = (3, int(bench.shape[-2]), int(bench.shape[-1]))
-    paths = {"dense": folder / f"{label}_dense.onnx", "fixed": folder / f"{label}_fixed.onnx"}
+    stem = re.sub(r"[^A-Za-z0-9_.]+", "_", label)
+    paths = {"dense": folder / f"{stem}_dense.onnx", "fixed": folder / f"{stem}_fixed.onnx"}
     export_onnx(dense, paths["dense"], input_size=size)
     export_onnx(fixed.model.eval(), paths["fixed"], input_size=size)
     sessions = {k: ort_session(p, threads) for k, p in paths.items()}
@@ -133,8 +145,12 @@ def measure_latency(model: nn.Module, *, label: str, budget: float, calib: torch
     def ort(name: str) -> Any:
         return lambda arr: sessions[name].run(None, {"images": arr})
 
+    # PyTorch runs both models in channels_last (as the recipes train): NCHW eager is slower for both
+    # and hides less of the small convolutions' overhead (at 224 px, batch 64: 0.52 vs 0.47 of dense).
+    last = torch.channels_last
+    dense_cl, fixed_cl = copy.deepcopy(dense).to(memory_format=last), copy.deepcopy(fixed.model).to(memory_format=last)
     for batch, x, repeats in ((1, x1, preset["repeats1"]), (big, xb, preset["repeatsN"])):
-        torch_t = pair(dense, fixed.model, x, repeats)
+        torch_t = pair(dense_cl, fixed_cl, x.contiguous(memory_format=last), repeats)
         ort_t = pair(ort("dense"), ort("fixed"), x.numpy(), repeats)
         result[f"batch{batch}"] = {
             "pytorch": {"dense_ms": 1e3 * torch_t["baseline"]["seconds"], "ratio": torch_t["fixed"]["ratio"]},
@@ -143,7 +159,8 @@ def measure_latency(model: nn.Module, *, label: str, budget: float, calib: torch
     return result
 
 
-def latency_part(runs_dir: Path, out: Path, *, preset: dict[str, Any], budget: float, threads: int) -> dict[str, Any]:
+def latency_part(runs_dir: Path, out: Path, *, preset: dict[str, Any], budget: float, threads: int,
+                 run: str) -> dict[str, Any]:
     import timm
 
     from timm_gated_ssl.hub import load_run
@@ -155,14 +172,18 @@ def latency_part(runs_dir: Path, out: Path, *, preset: dict[str, Any], budget: f
         gen = torch.Generator().manual_seed(0)
         calib = torch.randn(preset["calib"], 3, size, size, generator=gen)
         bench = torch.randn(8, 3, size, size, generator=gen)
-        torch.manual_seed(0)
-        model = timm.create_model("gated_resnet18", budget=budget, num_classes=0)
-        calibrate_budget(model, [calib], budget)  # random gates: put the usage near the budget first
-        print(f"[{time.strftime('%H:%M:%S')}] latency resnet18 {size}px", flush=True)
-        results.append(measure_latency(model, label="resnet18", budget=budget, calib=calib, bench=bench,
-                                       preset=preset, threads=threads, folder=Path(tmp)))
-        run_dir = runs_dir / f"width_td{budget:g}"
-        if (run_dir / "config.json").is_file():
+        for gate_type in ("width", "channel"):  # width: widths in steps of 1/8; channel: any width
+            torch.manual_seed(0)
+            model = timm.create_model("gated_resnet18", budget=budget, num_classes=0, gate_type=gate_type)
+            calibrate_budget(model, [calib], budget)  # random gates: put the usage near the budget first
+            label = f"resnet18 ({gate_type} gates)"
+            print(f"[{time.strftime('%H:%M:%S')}] latency {label} {size}px", flush=True)
+            results.append(measure_latency(model, label=label, budget=budget, calib=calib, bench=bench,
+                                           preset=preset, threads=threads, folder=Path(tmp)))
+        run_dir = runs_dir / run
+        if not (run_dir / "config.json").is_file():
+            print(f"skip the CIFAR-stem checkpoint: none in {run_dir}", flush=True)
+        else:
             print(f"[{time.strftime('%H:%M:%S')}] latency {run_dir.name}", flush=True)
             calib = eval_images("fashion_mnist", split="train", count=preset["calib"], size=28, seed=0)[0]
             bench = eval_images("fashion_mnist", split="test", count=8, size=28)[0]
@@ -171,7 +192,7 @@ def latency_part(runs_dir: Path, out: Path, *, preset: dict[str, Any], budget: f
                                            threads=threads, folder=Path(tmp)))
     import onnxruntime
 
-    payload = {"results": results, "threads": threads, "torch": torch.__version__,
+    payload = {"results": results, "command": _command(), "threads": threads, "torch": torch.__version__,
                "onnxruntime": onnxruntime.__version__, "platform": platform.platform(),
                "processor": platform.processor() or platform.machine()}
     write_json(out / "latency.json", payload)
@@ -192,12 +213,12 @@ def aims(accuracy: dict[str, Any] | None, latency: dict[str, Any] | None) -> lis
         found.append({"aim": f"{row['gate_type']} fixed-budget MAC fraction within 0.03 of t_d {row['budget']:g}",
                       "value": round(fixed["mac_fraction"], 4), "target": row["budget"], "met": off <= 0.03})
     for r in (latency or {}).get("results", []):
-        if r["model"] != "resnet18":
+        if not r["model"].startswith("resnet18"):
             continue
         for runtime in ("onnxruntime", "pytorch"):
             big = max(int(k[5:]) for k in r if k.startswith("batch"))
             ratio = r[f"batch{big}"][runtime]["ratio"]
-            found.append({"aim": f"resnet18 {r['img_size']} px, batch {big}, {runtime}: fixed / dense latency <= 0.45",
+            found.append({"aim": f"{r['model']} {r['img_size']} px, batch {big}, {runtime}: fixed / dense latency <= 0.45",
                           "value": round(ratio, 3), "target": 0.45, "met": ratio <= 0.45})
     return found
 
@@ -230,6 +251,11 @@ def aims_table(found: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _command() -> str:
+    """The command line that measured a part (kept in its JSON, since the parts may run apart)."""
+    return "python benchmarks/fixed_budget.py " + shlex.join(sys.argv[1:])
+
+
 def _replace(path: Path, markers: tuple[str, str], body: str) -> None:
     text = path.read_text()
     begin, end = markers
@@ -255,8 +281,7 @@ def report(out: Path, *, publish: bool) -> None:
         [a for a in found if "latency" in a["aim"]])}
     print(tables["results"], "\n", tables["speed"], sep="\n")
     if publish:
-        command = "python benchmarks/fixed_budget.py --parts accuracy latency --publish"
-        write_json(published, {"aims": found, "accuracy": accuracy, "latency": latency, "command": command})
+        write_json(published, {"aims": found, "accuracy": accuracy, "latency": latency, "command": _command()})
         _replace(ROOT / "docs/results.md", MARKERS["results"], tables["results"])
         _replace(ROOT / "docs/speed.md", MARKERS["speed"], tables["speed"])
 
@@ -266,6 +291,10 @@ def main() -> None:
     parser.add_argument("--parts", nargs="*", choices=["accuracy", "latency"], default=["accuracy", "latency"])
     parser.add_argument("--runs_dir", default="benchmarks/out/reproduce_v02/main",
                         help="the reproduction's run folders (width_td0.3, dual_td0.3, ...)")
+    parser.add_argument("--runs", nargs="+", default=list(RUNS),
+                        help="accuracy part: run folders in --runs_dir (width_td<t_d>[_s<seed>], dual_td<t_d>[_s<seed>])")
+    parser.add_argument("--latency_run", default="width_td0.3",
+                        help="latency part: the CIFAR-stem width-gated checkpoint in --runs_dir")
     parser.add_argument("--output", default="benchmarks/out/fixed_budget")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
     parser.add_argument("--budget", type=float, default=0.3, help="budget of the latency part")
@@ -274,9 +303,12 @@ def main() -> None:
     args = parser.parse_args()
     out, runs_dir = Path(args.output), Path(args.runs_dir)
     if "accuracy" in args.parts:
-        accuracy_part(runs_dir, out)
+        for name in args.runs:
+            split_run(name)  # refuse an unknown run before evaluating any
+        accuracy_part(runs_dir, out, runs=tuple(args.runs))
     if "latency" in args.parts:
-        latency_part(runs_dir, out, preset=PRESETS[args.preset], budget=args.budget, threads=args.threads)
+        latency_part(runs_dir, out, preset=PRESETS[args.preset], budget=args.budget, threads=args.threads,
+                     run=args.latency_run)
     report(out, publish=args.publish)
 
 

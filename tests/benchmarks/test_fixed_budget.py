@@ -38,7 +38,7 @@ def test_aims_from_rows(bench: ModuleType) -> None:
     accuracy = {"rows": [_row("width_td0.3", "width", 0.3, 84.4, 84.66, 0.296),
                          _row("width_td0.5", "width", 0.5, 85.0, 83.5, 0.50),
                          _row("dual_td0.3", "channel", 0.3, 83.0, 83.1, 0.34)]}
-    latency = {"results": [{"model": "resnet18", "img_size": 224, "mac_fraction": 0.3, "batch1": _timing(0.6),
+    latency = {"results": [{"model": "resnet18 (width gates)", "img_size": 224, "mac_fraction": 0.3, "batch1": _timing(0.6),
                             "batch64": _timing(0.5)},
                            {"model": "cifar_stem", "img_size": 28, "mac_fraction": 0.3, "batch1": _timing(0.9),
                             "batch64": _timing(0.9)}]}
@@ -50,10 +50,10 @@ def test_aims_from_rows(bench: ModuleType) -> None:
     assert not found["channel fixed-budget MAC fraction within 0.03 of t_d 0.3"]["met"]  # 0.34
     assert found["width fixed-budget MAC fraction within 0.03 of t_d 0.3"]["met"]
     assert not any("channel fixed-budget linear" in a for a in found)  # the accuracy aim is the width gates'
-    onnx = found["resnet18 224 px, batch 64, onnxruntime: fixed / dense latency <= 0.45"]
-    torch_aim = found["resnet18 224 px, batch 64, pytorch: fixed / dense latency <= 0.45"]
+    onnx = found["resnet18 (width gates) 224 px, batch 64, onnxruntime: fixed / dense latency <= 0.45"]
+    torch_aim = found["resnet18 (width gates) 224 px, batch 64, pytorch: fixed / dense latency <= 0.45"]
     assert (onnx["value"], onnx["met"], torch_aim["value"], torch_aim["met"]) == (0.4, True, 0.5, False)
     assert len(found) == 7  # no latency aim from the CIFAR-stem model
     table = bench.latency_table(latency)
-    assert "| resnet18 | 224 | 0.300 | 64 | 10.00 | 0.500 | 8.00 | 0.400 |" in table
+    assert "| resnet18 (width gates) | 224 | 0.300 | 64 | 10.00 | 0.500 | 8.00 | 0.400 |" in table
     assert "| width_td0.5 | width | 0.5 | 85.00 | 85.00 | 83.50 | -1.50 |" in bench.accuracy_table(accuracy)

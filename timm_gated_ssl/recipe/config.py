@@ -40,6 +40,9 @@ class PretrainConfig(RecipeConfig):
             this library's checkpoint folders, or a weights file of ``model``'s architecture. The
             weights go into the dense path; gated norms start as their copies, gates fresh.
         gating: Train the dense and gated modes together (False: vanilla SSL, dense only).
+        freeze_dense: Post-hoc gating with the dense mode frozen as the teacher (needs
+            ``init_from``): only the gates, the gated-mode norm copies and the SSL heads train, so
+            the dense mode stays the init bit for bit (``recipe/freeze.py``, docs/posthoc.md).
         budget: Target ``t_d``: the gated fraction of dense MACs, in (0, 1].
         separate_bn: One set of block norms per mode.
     Method:
@@ -97,6 +100,7 @@ class PretrainConfig(RecipeConfig):
     model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     init_from: str | None = None
     gating: bool = True
+    freeze_dense: bool = False
     budget: float = 0.5
     separate_bn: bool = True
 
@@ -190,6 +194,8 @@ class PretrainConfig(RecipeConfig):
         if self.method not in SSL_LOSSES:
             raise ConfigError(f"unknown method {self.method!r}; valid methods: {', '.join(SSL_LOSSES)}")
         check_schedule(epochs=self.epochs, warmup_epochs=self.warmup_epochs, lr=self.lr, min_lr=self.min_lr)
+        if self.freeze_dense:
+            self._check_freeze_dense()
         if (self.eval_split is None) != (self.eval_train_split is None):
             raise ConfigError(
                 f"eval_split ({self.eval_split!r}) and eval_train_split ({self.eval_train_split!r}) "
@@ -209,6 +215,17 @@ class PretrainConfig(RecipeConfig):
             raise ConfigError(
                 f"model_kwargs may not set {', '.join(reserved)}: the recipe sets them (num_classes=0 "
                 "for pooled features; budget and separate_bn are config fields of their own)"
+            )
+
+    def _check_freeze_dense(self) -> None:
+        wrong = {"gating": self.gating is not True, "init_from": self.init_from is None,
+                 "pairing": self.pairing == "anchored", "dense_warmup_epochs": self.dense_warmup_epochs > 0}
+        bad = [k for k, v in wrong.items() if v]
+        if bad:
+            raise ConfigError(
+                "freeze_dense: true keeps the dense mode of a trained encoder and trains only the gated mode: it "
+                "needs gating: true, init_from (the encoder), pairing asymmetric or symmetric and "
+                "dense_warmup_epochs: 0; got " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
             )
 
     def model_args(self) -> dict[str, Any]:

@@ -23,6 +23,9 @@ noise annealing, the option that measurably closed the gated-dense gap most:
 * ``noise_schedule="cosine"``: the gates' logistic training noise annealed from 1 to 0 over
   training, so that the last steps train the deterministic masks inference uses (``"constant"``
   is the paper's);
+* ``freeze_dense=True``: post-hoc gating of a trained encoder with its dense mode frozen as the
+  teacher (:mod:`~timm_gated_ssl.recipe.freeze`): only the gates, the gated-mode norm copies and
+  the SSL heads train; the dense pass runs without autograd and its norms stay in eval mode;
 * ``gating_active=False`` in ``forward``: a dense-only step (both views dense, no budget terms),
   for a dense warm-up before the gates are trained (the paper's ablation).
 """
@@ -40,6 +43,7 @@ from torch import Tensor, nn
 from ..attach import gate_masks, gate_mode, has_gates, set_gate_mode, set_gate_noise
 from ..budget import BudgetLoss, BudgetLossOutput
 from ..ssl import DISTILL_TARGETS, FeatureDistillLoss, MomentumEncoder, SSLObjective
+from .freeze import dense_norms, freeze_dense_path, norms_in_eval, shared_norms
 
 PAIRINGS = ("asymmetric", "symmetric", "anchored")
 """Which passes see which view: the paper's one pair, both gated-dense pairs, or the paper's pair
@@ -86,6 +90,9 @@ class DualSSLModel(nn.Module):
         distill: In-place distillation loss of the gated pass (None: off, the paper's setting).
         distill_on: ``"features"`` (backbone features) or ``"embeddings"`` (projector outputs).
         noise_schedule: ``"constant"`` (paper) or ``"cosine"`` gate noise over training.
+        freeze_dense: Keep the backbone's dense mode as it is (the trained encoder as the
+            teacher); needs ``gating`` and a pairing other than ``"anchored"`` (whose extra
+            dense-dense pair would have nothing left to train).
     """
 
     def __init__(
@@ -100,6 +107,7 @@ class DualSSLModel(nn.Module):
         distill: FeatureDistillLoss | None = None,
         distill_on: str = "features",
         noise_schedule: str = "constant",
+        freeze_dense: bool = False,
     ) -> None:
         super().__init__()
         if gating and not has_gates(backbone):
@@ -119,6 +127,10 @@ class DualSSLModel(nn.Module):
         if distill_on not in DISTILL_TARGETS:
             raise ValueError(f"unknown distill_on {distill_on!r}; valid: {', '.join(DISTILL_TARGETS)}")
         gate_noise_scale(noise_schedule, 0.0)  # validates the name
+        if freeze_dense and (not gating or pairing == "anchored"):
+            raise ValueError(f"freeze_dense=True needs gating=True and pairing 'asymmetric' or 'symmetric', got "
+                             f"gating={gating}, pairing={pairing!r}: a frozen dense mode has nothing to learn "
+                             "from a dense-dense pair")
         self.backbone = backbone
         self.objective = objective
         self.gating = gating
@@ -127,6 +139,9 @@ class DualSSLModel(nn.Module):
         self.distill = distill
         self.distill_on = distill_on
         self.noise_schedule = noise_schedule
+        self.freeze_dense = freeze_dense
+        if freeze_dense:
+            freeze_dense_path(backbone)
         self.target: MomentumEncoder | None = None
         if momentum_target:
             target = nn.ModuleDict({
@@ -135,6 +150,16 @@ class DualSSLModel(nn.Module):
             if gating:
                 set_gate_mode(target["backbone"], "dense")
             self.target = MomentumEncoder(target)
+        if freeze_dense:
+            self.train(self.training)  # the shared norms into eval mode from the start
+
+    def train(self, mode: bool = True) -> DualSSLModel:
+        """``nn.Module.train``; with ``freeze_dense`` the norms both modes share stay in eval mode."""
+        super().train(mode)
+        if self.freeze_dense:
+            for norm in shared_norms(self.backbone):
+                norm.eval()
+        return self
 
     def _target(self, images: Tensor) -> Tensor:
         assert self.target is not None
@@ -145,6 +170,9 @@ class DualSSLModel(nn.Module):
     def _pass(self, images: Tensor, mode: str) -> Tensor:
         if not self.gating:
             return self.backbone(images)
+        if self.freeze_dense and mode == "dense":  # the teacher: no autograd, running statistics kept
+            with gate_mode(self.backbone, mode), torch.no_grad(), norms_in_eval(dense_norms(self.backbone)):
+                return self.backbone(images)
         with gate_mode(self.backbone, mode):
             return self.backbone(images)
 
