@@ -106,3 +106,19 @@ def test_the_recipe_keeps_the_init_as_the_dense_mode_and_resumes(pretrain: Any, 
     assert metrics["steps"] == 3
     resumed = weights(out)
     assert all(torch.equal(resumed[k], v) for k, v in plain.state_dict().items())
+
+
+def test_a_frozen_vit_keeps_its_dense_mode() -> None:
+    torch.manual_seed(0)
+    backbone = timm.create_model("gated_vit_tiny_patch4_32", num_classes=0, budget=0.5, depth=2)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    model = _dual(backbone)
+    model.train()
+    optimizer = torch.optim.SGD(gated_param_groups(model), lr=0.5)
+    out = model(torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32), progress=0.0)
+    out.loss.backward()
+    optimizer.step()
+    after = backbone.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(".dyn_gate.net." in k for k in changed) and any(".dyn_gate.norms." in k for k in changed)
+    assert all(".dyn_gate." in k for k in changed)  # heads, MLP units and LayerNorms of the dense path kept

@@ -144,3 +144,27 @@ def test_pretrained_true_loads_dense_weights_and_warns_once_in_gated_mode(plain:
                 gated(torch.randn(1, 3, 16, 16))
     messages = [str(w.message) for w in caught if "never trained" in str(w.message)]
     assert len(messages) == 1 and f"--init_from {path}" in messages[0]
+
+
+def test_a_timm_vit_checkpoint_fills_the_dense_path_of_a_gated_vit(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    plain = timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=0).eval()
+    with torch.no_grad():
+        for module in plain.modules():  # non-trivial norms: a copy that ignored them would show
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.1)
+    path = tmp_path / "vit.safetensors"
+    save_file(plain.state_dict(), str(path))
+    gated = build_backbone("gated_vit_tiny_patch16_224", {"img_size": 32, "num_classes": 0, "budget": 0.5},
+                           init_from=str(path)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(gated(x), plain(x), rtol=0, atol=0)
+    state = gated.state_dict()
+    copies = [k for k in state if ".dyn_gate.norms." in k]
+    assert copies  # the gated-mode norm copies start as the checkpoint's norms
+    for key in copies:
+        block, _, rest = key.partition(".dyn_gate.norms.")
+        name, _, tensor = rest.partition(".")
+        assert torch.equal(state[key], state[f"{block}.{name.replace('__', '.')}.{tensor}"]), key
