@@ -130,3 +130,24 @@ def force_masks(model: nn.Module, rates: dict, min_rate: float = 0.0) -> None:
     for name, gate in iter_gates(model):
         keep = [((r > 0) & (r >= min_rate)).float() for r in rates[name]]
         gate.compute_masks = lambda x, keep=keep: tuple(k.to(x.device).expand(x.shape[0], -1) for k in keep)
+
+
+def width_vit(arch: str, *, levels: int = 4, seed: int = 0) -> tuple[nn.Module, int]:
+    """A width-gated ViT (``VIT_ARCHS``, ``levels`` levels) in eval mode with random norms and gates
+    whose level varies per input, and its input size."""
+    name, kwargs = VIT_ARCHS[arch]
+    kwargs = dict(VIT_SMALL, **kwargs)
+    gate_kwargs = {k: kwargs.pop(k) for k in ("separate_bn",) if k in kwargs}
+    torch.manual_seed(seed)
+    model = attach_gates(timm.create_model(name, num_classes=10, **kwargs), budget=0.5, gate_type="width",
+                         levels=levels, **gate_kwargs)
+    randomize_norms(model, seed=seed)
+    randomize_layer_norms(model, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, gate in iter_gates(model):
+            gate.net.expand.weight.copy_(torch.randn(gate.net.expand.weight.shape, generator=gen) * 2.0)
+    model.eval()
+    size = VIT_SMALL["img_size"]
+    spread_gates(model, torch.randn(32, 3, size, size, generator=torch.Generator().manual_seed(seed + 1)))
+    return model, size

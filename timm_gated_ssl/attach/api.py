@@ -133,9 +133,11 @@ def attach_gates(
         reduction: Gate hidden width is ``C_in // reduction`` (4 in the paper).
         gate_type: A key of ``gates.GATE_CLASSES``. ``"channel"`` (default): the paper's
             per-channel gates. ``"width"``: per input,
-            each block keeps a prefix of its inner channels at one of ``levels`` levels (DS-Net
-            style, ``gates/width.py``; timm ResNets only), fast at any batch size with ``compact``.
-        levels: Number of width levels of ``gate_type="width"`` (at least 2; 8 keeps 1/8 ... 8/8).
+            each block keeps a prefix of its inner channels (ViT: of its heads and of its MLP hidden
+            units) at one of ``levels`` levels (DS-Net style, ``gates/width.py``), fast at any batch
+            size with ``compact``.
+        levels: Number of width levels of ``gate_type="width"`` (at least 2; 8 keeps 1/8 ... 8/8;
+            at most the narrowest gated width, so at most ``num_heads`` for a ViT).
 
     Returns:
         ``model`` itself, now with gates.
@@ -143,9 +145,10 @@ def attach_gates(
     Raises:
         InvalidBudgetError: ``budget`` is not a number in (0, 1].
         GatesAlreadyAttachedError: ``model`` already carries gates.
-        UnsupportedModelError: ``model`` has no block of a supported family (``gate_type="width"``:
-            a block that is not a timm ResNet block).
-        ValueError: unknown ``gate_type`` or a bad ``levels`` (the message lists the valid values).
+        UnsupportedModelError: ``model`` has no block of a supported family, or a block of a
+            family the gate type does not list in its ``families``.
+        ValueError: unknown ``gate_type`` or a bad ``levels``, e.g. more levels than a ViT block
+            has heads (the message names the block, the value and the valid range).
 
     Example:
         >>> model = attach_gates(timm.create_model("resnet18"), budget=0.3)

@@ -22,6 +22,8 @@ class BlockSpec:
         norm_paths: The block's norms that exist once per mode with ``separate_bn``.
         pooling: How the gate pools the block input (``"spatial"`` or ``"tokens"``).
         groups: Conv groups a width gate keeps whole (a ResNeXt Bottleneck's grouped ``conv2``).
+        units: What one channel of each width is, for error messages (empty: ``"channels"``; ViT:
+            ``("attention heads", "MLP hidden units")``).
     """
 
     in_channels: int
@@ -30,6 +32,7 @@ class BlockSpec:
     norm_paths: tuple[str, ...]
     pooling: Pooling = "spatial"
     groups: int = 1
+    units: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,10 @@ Where the masks go (one gate per block, two gated widths, one gate network emits
   feed-forwards the hidden activation is elementwise up to there (act, dropout, Identity norm), so
   this equals masking the activation output; an off unit saves its ``fc1`` row(s) and ``fc2`` column.
 
+Width gates (``gate_type="width"``, ``gates/width.py``) use the same two widths and mask points:
+per input, one level per block keeps a prefix of the heads and a prefix of the hidden units
+(``compact/vit_width.py`` runs them on weight prefixes).
+
 The gate reads the block input (the residual stream, ``(B, N, C)``) averaged over all tokens (class
 and register tokens included). The residual stream, the patch embedding and the head are never
 gated. With separate norms, ``norm1``, ``norm2`` and, with ``qk_norm``, ``attn.q_norm`` /
@@ -91,4 +95,5 @@ def vit_block_spec(block: nn.Module) -> BlockSpec | None:
         ),
         norm_paths=tuple(norm_paths),
         pooling="tokens",
+        units=("attention heads", "MLP hidden units"),
     )

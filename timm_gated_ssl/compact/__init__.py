@@ -24,11 +24,12 @@ from .runtime import compact
 from .static import StaticExport, channel_usage, load_static, static_resnet
 from .static_vit import static_vit
 from .vit import CompactVitBlock
+from .vit_width import CompactVitWidthBlock
 from .width import CompactWidthBasicBlock, CompactWidthBottleneck
 
 __all__ = [
     "BATCH_STRATEGIES", "STATIC_EXPORTERS", "CompactBasicBlock", "CompactBottleneck", "CompactGate", "CompactVitBlock",
-    "CompactWidthBasicBlock", "CompactWidthBottleneck", "StaticExport", "channel_usage", "compact", "export_at_budget",
-    "export_static",
-    "fold_bn", "gated_norm", "load_static", "static_resnet", "static_vit",
+    "CompactVitWidthBlock", "CompactWidthBasicBlock", "CompactWidthBottleneck", "StaticExport", "channel_usage",
+    "compact", "export_at_budget", "export_static", "fold_bn", "gated_norm", "load_static", "static_resnet",
+    "static_vit",
 ]

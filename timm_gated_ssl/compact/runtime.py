@@ -14,6 +14,7 @@ from ..registry import Registry
 from .batching import BatchStrategy, check_strategy
 from .resnet import compact_resnet_block
 from .vit import compact_vit_block
+from .vit_width import compact_vit_width_block
 from .width import compact_width_block
 
 CompactBuilder = Callable[[nn.Module, BlockGate, BatchStrategy], "nn.Module | None"]
@@ -24,6 +25,7 @@ COMPACT_BUILDERS: Registry[CompactBuilder] = Registry("compact block builder")
 COMPACT_BUILDERS.add(("channel", "resnet"), compact_resnet_block)
 COMPACT_BUILDERS.add(("width", "resnet"), compact_width_block)
 COMPACT_BUILDERS.add(("channel", "vit"), compact_vit_block)
+COMPACT_BUILDERS.add(("width", "vit"), compact_vit_width_block)
 
 
 def compact(model: nn.Module, *, batch_strategy: BatchStrategy = "union") -> nn.Module:
@@ -43,7 +45,8 @@ def compact(model: nn.Module, *, batch_strategy: BatchStrategy = "union") -> nn.
             with per-sample zeroing (default, fastest in ``docs/speed.md``), ``"per_sample"``, or
             ``"group"`` (one pass per distinct mask pattern). Batch 1 is always exact slicing.
             Width gates (``gate_type="width"``) ignore it: their inputs are grouped by level, each
-            group run on a prefix view of the weights (``compact/width.py``).
+            group run on a prefix view of the weights (``compact/width.py``; ViT: the first heads
+            and hidden units, ``compact/vit_width.py``).
 
     Returns:
         A module in eval mode, the same timm model class with every gated block replaced by its

@@ -21,9 +21,13 @@ The output equals the masked gated model in eval mode (deterministic gates, gate
 rounding. Small outputs (at most :data:`~timm_gated_ssl.compact.sliced_conv.SMALL_MAP_PIXELS`
 pixels over the chunk) multiply ``unfold(h)^T @ W[:s]`` directly, as the channel path does.
 ``compact``'s ``batch_strategy`` does not apply: grouping by level is exact and needs no zeroing.
+Width-gated ViT blocks: ``compact/vit_width.py`` (the same :func:`run_by_level` and
+:class:`CompactWidthGate`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +41,47 @@ from .gate import CompactGate, _autocast_enabled
 from .resnet import _check_aa
 from .sliced_conv import SMALL_MAP_PIXELS, _Geometry
 
-__all__ = ["CompactWidthBasicBlock", "CompactWidthBottleneck", "CompactWidthGate", "compact_width_block"]
+__all__ = [
+    "CompactWidthBasicBlock", "CompactWidthBottleneck", "CompactWidthGate", "compact_width_block", "run_by_level",
+]
+
+
+def run_by_level(
+    run: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, level: torch.Tensor, *, levels: int
+) -> torch.Tensor:
+    """``run(x_k, k)`` for the inputs ``x_k`` of every level ``k`` present, scattered back in order.
+
+    The batch is sorted by level once (stable), each level's contiguous chunk runs in one call,
+    and the results are copied into one output; batch 1 and a batch of one level run directly.
+
+    Args:
+        run: The computation of one level on a sub-batch (ResNet: the residual branch; ViT: the
+            whole block).
+        x: The batch, ``(B, ...)``.
+        level: Each input's level, ``(B,)`` int64 in ``0..levels-1``.
+        levels: The number of levels.
+
+    Returns:
+        ``(B, ...)``: row ``i`` is ``run(x[i:i+1], level[i])``.
+    """
+    if x.shape[0] == 1:
+        return run(x, int(level[0]))
+    counts = torch.bincount(level, minlength=levels).tolist()
+    present = [k for k, n in enumerate(counts) if n]
+    if len(present) == 1:
+        return run(x, present[0])
+    order = torch.argsort(level, stable=True)
+    chunks = x.index_select(0, order).split([counts[k] for k in present])
+    out: torch.Tensor | None = None
+    start = 0
+    for chunk, k in zip(chunks, present):
+        y = run(chunk, k)
+        if out is None:
+            out = y.new_empty((x.shape[0],) + y.shape[1:])
+        out.index_copy_(0, order[start : start + chunk.shape[0]], y)
+        start += chunk.shape[0]
+    assert out is not None
+    return out
 
 
 class CompactWidthGate(CompactGate):
@@ -131,24 +175,7 @@ class _CompactWidthBlock(nn.Module):
 
     def run_levels(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """The residual branch for every input, each level's inputs run together on its prefix."""
-        if x.shape[0] == 1:
-            return self.branch(x, int(level[0]))
-        counts = torch.bincount(level, minlength=self.levels).tolist()
-        present = [k for k, n in enumerate(counts) if n]
-        if len(present) == 1:
-            return self.branch(x, present[0])
-        order = torch.argsort(level, stable=True)
-        chunks = x.index_select(0, order).split([counts[k] for k in present])
-        out: torch.Tensor | None = None
-        start = 0
-        for chunk, k in zip(chunks, present):
-            y = self.branch(chunk, k)
-            if out is None:
-                out = y.new_empty((x.shape[0],) + y.shape[1:])
-            out.index_copy_(0, order[start : start + chunk.shape[0]], y)
-            start += chunk.shape[0]
-        assert out is not None
-        return out
+        return run_by_level(self.branch, x, level, levels=self.levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.run_levels(x, self.gate(x))

@@ -63,6 +63,7 @@ class GateSpec(Protocol):
     widths: tuple[int, ...]
     pooling: Pooling
     groups: int
+    units: tuple[str, ...]
 
 
 class BlockGate(nn.Module):

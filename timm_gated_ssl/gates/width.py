@@ -31,7 +31,13 @@ gate predicts one slimming ratio for all the layers it controls):
 Level sizes: a width of ``C`` channels keeps ``s_k = ceil(C * k / L)`` channels at level ``k``; a
 grouped conv (ResNeXt) with ``G`` groups keeps whole groups, ``s_k = (C / G) * ceil(G * k / L)``,
 so the prefix stays a valid grouped conv. The sizes must be distinct: ``levels`` is at most ``C``
-(``G`` when grouped).
+(``G`` when grouped), for the narrowest gated width of every block.
+
+ViTs (``attach/vit.py``): the two gated widths of a block are its attention heads and its MLP hidden
+units, so level ``k`` keeps the first ``ceil(H * k / L)`` heads and the first ``ceil(U * k / L)``
+hidden units: nested heads as in HydraViT (Haberer et al., NeurIPS 2024) and nested FFN widths as
+in MatFormer (Devvrit et al., NeurIPS 2024), chosen per input and block. The heads bound the
+levels: ``gate_levels`` is at most ``num_heads`` (3 for ViT-Ti, 6 for ViT-S, 12 for ViT-B).
 """
 
 from __future__ import annotations
@@ -56,13 +62,14 @@ _EPS = 1e-6
 _MAX_PRICE = 1e30
 
 
-def level_sizes(channels: int, levels: int, *, groups: int = 1) -> tuple[int, ...]:
+def level_sizes(channels: int, levels: int, *, groups: int = 1, unit: str = "channels") -> tuple[int, ...]:
     """Channels kept at each level ``1..levels`` of a gated width of ``channels`` channels.
 
     Args:
         channels: The full width.
         levels: Number of levels (the last keeps every channel).
         groups: Conv groups the prefix must keep whole (1 for an ungrouped conv).
+        unit: What one channel of the width is, in the error message (ViT: ``"attention heads"``).
 
     Returns:
         ``levels`` strictly increasing sizes, the last equal to ``channels``.
@@ -75,7 +82,7 @@ def level_sizes(channels: int, levels: int, *, groups: int = 1) -> tuple[int, ..
         raise ValueError(f"a width of {channels} channels cannot be split into {groups} groups")
     units = channels if groups == 1 else groups
     if levels > units:
-        what = f"{channels} channels" if groups == 1 else f"{channels} channels in {groups} groups"
+        what = f"{channels} {unit}" if groups == 1 else f"{channels} {unit} in {groups} groups"
         raise ValueError(
             f"gate_levels={levels} is too many for a gated width of {what}: valid gate_levels are "
             f"2..{units}"
@@ -136,22 +143,24 @@ class WidthGate(BlockGate):
         widths: Size of each gated width of the block, in forward order.
         config: The model's gate configuration (``gate_type="width"``).
         norms: The block's norm layers duplicated for the gated mode.
-        pooling: How the block input is pooled (ResNets: ``"spatial"``).
+        pooling: How the block input is pooled (ResNets: ``"spatial"``, ViTs: ``"tokens"``).
         groups: Conv groups each width's prefix keeps whole (a ResNeXt Bottleneck's ``conv2``).
+        units: What one channel of each width is, for error messages (default ``"channels"``).
 
     Raises:
-        ValueError: ``config.levels`` exceeds what a width allows (see :func:`level_sizes`).
+        ValueError: ``config.levels`` exceeds what the narrowest width allows (see
+            :func:`level_sizes`; a ViT block's heads).
     """
 
-    # ResNets only: a prefix over a ViT's 3-12 heads leaves too few levels for a useful level set.
-    families: ClassVar[tuple[str, ...] | None] = ("resnet",)
+    # ResNet blocks (inner conv widths) and ViT blocks (heads and MLP hidden units, ``attach/vit.py``).
+    families: ClassVar[tuple[str, ...] | None] = ("resnet", "vit")
 
     @classmethod
     def from_spec(cls, spec: GateSpec, *, config: GateConfig,
                   norms: Mapping[str, nn.Module] | None = None) -> WidthGate:
         """The width gate of a block with layout ``spec`` (its ``groups`` are kept whole)."""
         return cls(spec.in_channels, spec.widths, config=config, norms=norms, pooling=spec.pooling,
-                   groups=spec.groups)
+                   groups=spec.groups, units=spec.units)
 
     def __init__(
         self,
@@ -162,11 +171,17 @@ class WidthGate(BlockGate):
         norms: Mapping[str, nn.Module] | None = None,
         pooling: Pooling = "spatial",
         groups: int = 1,
+        units: Sequence[str] = (),
     ) -> None:
         super().__init__(in_channels, widths, config=config, norms=norms, pooling=pooling)
         self.levels = int(config.levels)
         self.groups = int(groups)
-        self.sizes = tuple(level_sizes(w, self.levels, groups=self.groups) for w in self.widths)
+        names = tuple(units) or ("channels",) * len(self.widths)
+        # the narrowest width bounds the levels: check it first, so the message gives the block's range
+        narrowest = min(range(len(self.widths)), key=lambda i: self.widths[i])
+        level_sizes(self.widths[narrowest], self.levels, groups=self.groups, unit=names[narrowest])
+        self.sizes = tuple(level_sizes(w, self.levels, groups=self.groups, unit=n)
+                           for w, n in zip(self.widths, names))
         self.net = GateNetwork(in_channels, self.levels, reduction=config.reduction)
         fractions = torch.arange(1, self.levels + 1, dtype=torch.float32) / self.levels
         self.register_buffer("fractions", fractions, persistent=False)

@@ -40,9 +40,12 @@ class GatedVisionTransformer(VisionTransformer):
         calibrated_budgets: ``{budget: logit offset}`` table written by ``calibrate_budget``
             (string keys, e.g. ``{"0.3": 1.25}``); when ``budget`` is in it, its offset is applied
             to every gate, as for ``GatedResNet``.
-        gate_type: Only ``"channel"`` is supported for ViTs (``"width"`` raises
-            ``UnsupportedModelError``).
-        gate_levels: Unused by channel gates.
+        gate_type: ``"channel"`` (default: any subset of heads and hidden units per input) or
+            ``"width"`` (per input and block, a prefix of the heads and of the hidden units at
+            one of ``gate_levels`` levels, ``gates/width.py``).
+        gate_levels: Number of width levels of ``gate_type="width"``: 2 to ``num_heads`` (e.g.
+            2..3 for the ViT-Ti models; anything else raises ``ValueError``). Unused by channel
+            gates.
         **kwargs: Passed to timm's ``VisionTransformer``.
     """
 
