@@ -9,7 +9,8 @@ Runs (ResNet-18 CIFAR stem, 28 px, the recipe of ``benchmarks/reproduce_small.py
   co-training, 30 steps (25 % of the init's), lr 0.05 per 256 with a 0.3-epoch warm-up (lr 0.2
   with a 0.1-epoch warm-up, the first try, turned the loss to NaN at step 9);
 * ``frozen_td{0.3,0.5}``: schedule (b), the same with ``--freeze_dense true``: the init is the
-  dense mode and stays it; only gates, gated-mode norms and the projector train (lr 0.1);
+  dense mode and stays it; only gates, gated-mode norms and the projector train (lr 0.05: 0.1 turned
+  the loss to NaN at step 17, as 0.2 did for (a));
 * ``frozen_distill_td0.3``: (b) plus (c), a small distillation weight (0.5; the cosine form is in
   [0, 2]) from the dense features of the same view;
 * ``frozen_width_td0.3``: (b) with width gates (8 levels) instead of channel gates;
@@ -44,7 +45,7 @@ SCRATCH_STEPS = {"train_subset": 12800, "epochs": 3}  # 150 steps: the init's 12
 # row is what training reached (the recipe would otherwise calibrate a miss of more than 0.05)
 KEEP = ["--budget_tolerance", "null"]
 POSTHOC = ["--warmup_epochs", "0.3", "--lr", "0.05", "--init_from", "INIT", *KEEP]
-FROZEN = ["--warmup_epochs", "0.3", "--lr", "0.1", "--init_from", "INIT", "--freeze_dense", "true", *KEEP]
+FROZEN = ["--warmup_epochs", "0.3", "--lr", "0.05", "--init_from", "INIT", "--freeze_dense", "true", *KEEP]
 WIDTH = ["--model_kwargs", "{gate_type: width, gate_levels: 8}"]
 RUNS: dict[str, tuple[dict[str, int], list[str]]] = {
     "init_vanilla": (rs.PROTOCOLS["pilot"], rs.RUNS["vanilla"]),

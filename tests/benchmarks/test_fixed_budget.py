@@ -57,3 +57,14 @@ def test_aims_from_rows(bench: ModuleType) -> None:
     table = bench.latency_table(latency)
     assert "| resnet18 (width gates) | 224 | 0.300 | 64 | 10.00 | 0.500 | 8.00 | 0.400 |" in table
     assert "| width_td0.5 | width | 0.5 | 85.00 | 85.00 | 83.50 | -1.50 |" in bench.accuracy_table(accuracy)
+
+
+def test_an_aim_without_its_run_is_listed_as_not_measured(bench: ModuleType) -> None:
+    accuracy = {"rows": [_row("width_td0.3_s2", "width", 0.3, 84.8, 85.06, 0.296)]}
+    found = {a["aim"]: a for a in bench.aims(accuracy, None)}
+    missing = found["width fixed-budget linear >= dynamic gated - 1.0 at t_d 0.5"]
+    assert missing["met"] is None and missing["value"] is None and "t_d 0.5" in missing["missing"]
+    assert found["width fixed-budget linear >= dynamic gated - 1.0 at t_d 0.3"]["met"]
+    assert "| width fixed-budget linear >= dynamic gated - 1.0 at t_d 0.5 | - | not measured |" in bench.aims_table(
+        list(found.values()))
+
