@@ -78,12 +78,27 @@ def test_training_leaves_the_dense_mode_bit_identical(pairing: str) -> None:
 
 
 def test_a_frozen_dense_mode_is_refused_where_it_cannot_work() -> None:
-    with pytest.raises(ValueError, match="pairing 'asymmetric' or 'symmetric'"):
-        _dual(_gated(), pairing="anchored")
-    with pytest.raises(ConfigError, match=r"needs gating: true, init_from .* got init_from=None$"):
+    objective = build_ssl_objective("vicreg", in_dim=64, hidden_dim=32, out_dim=32)
+    with pytest.raises(ValueError, match="freeze_dense=True needs gating=True"):
+        DualSSLModel(timm.create_model("resnet18_cifar", channels=CHANNELS, num_classes=0), objective,
+                     gating=False, freeze_dense=True)
+    with pytest.raises(ConfigError, match=r"needs gating: true and init_from .*; got init_from=None$"):
         PretrainConfig(freeze_dense=True)
-    with pytest.raises(ConfigError, match=r"got pairing='anchored', dense_warmup_epochs=1.0"):
-        PretrainConfig(freeze_dense=True, init_from="enc.safetensors", pairing="anchored", dense_warmup_epochs=1.0)
+    with pytest.raises(ConfigError, match=r"got gating=False$"):
+        PretrainConfig(freeze_dense=True, init_from="enc.safetensors", gating=False)
+
+
+def test_dense_only_steps_of_a_frozen_model_train_only_the_heads() -> None:
+    backbone = _gated()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    model = _dual(backbone, pairing="anchored")
+    model.train()
+    projector = [p.clone() for p in model.objective.parameters()]
+    out = model(torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16), gating_active=False)  # a dense warm-up step
+    out.loss.backward()
+    torch.optim.SGD(gated_param_groups(model), lr=0.5).step()
+    assert all(torch.equal(v, backbone.state_dict()[k]) for k, v in before.items())  # the backbone is untouched
+    assert any(not torch.equal(a, b) for a, b in zip(projector, model.objective.parameters()))
 
 
 def test_the_recipe_keeps_the_init_as_the_dense_mode_and_resumes(pretrain: Any, tmp_path: Path) -> None:

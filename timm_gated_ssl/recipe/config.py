@@ -218,14 +218,12 @@ class PretrainConfig(RecipeConfig):
             )
 
     def _check_freeze_dense(self) -> None:
-        wrong = {"gating": self.gating is not True, "init_from": self.init_from is None,
-                 "pairing": self.pairing == "anchored", "dense_warmup_epochs": self.dense_warmup_epochs > 0}
+        wrong = {"gating": self.gating is not True, "init_from": self.init_from is None}
         bad = [k for k, v in wrong.items() if v]
         if bad:
             raise ConfigError(
                 "freeze_dense: true keeps the dense mode of a trained encoder and trains only the gated mode: it "
-                "needs gating: true, init_from (the encoder), pairing asymmetric or symmetric and "
-                "dense_warmup_epochs: 0; got " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
+                "needs gating: true and init_from (the encoder); got " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
             )
 
     def model_args(self) -> dict[str, Any]:

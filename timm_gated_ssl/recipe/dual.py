@@ -91,8 +91,8 @@ class DualSSLModel(nn.Module):
         distill_on: ``"features"`` (backbone features) or ``"embeddings"`` (projector outputs).
         noise_schedule: ``"constant"`` (paper) or ``"cosine"`` gate noise over training.
         freeze_dense: Keep the backbone's dense mode as it is (the trained encoder as the
-            teacher); needs ``gating`` and a pairing other than ``"anchored"`` (whose extra
-            dense-dense pair would have nothing left to train).
+            teacher); needs ``gating``. Dense-only terms (``pairing="anchored"``'s extra pair, a
+            dense warm-up step) then train the SSL heads alone.
     """
 
     def __init__(
@@ -127,10 +127,8 @@ class DualSSLModel(nn.Module):
         if distill_on not in DISTILL_TARGETS:
             raise ValueError(f"unknown distill_on {distill_on!r}; valid: {', '.join(DISTILL_TARGETS)}")
         gate_noise_scale(noise_schedule, 0.0)  # validates the name
-        if freeze_dense and (not gating or pairing == "anchored"):
-            raise ValueError(f"freeze_dense=True needs gating=True and pairing 'asymmetric' or 'symmetric', got "
-                             f"gating={gating}, pairing={pairing!r}: a frozen dense mode has nothing to learn "
-                             "from a dense-dense pair")
+        if freeze_dense and not gating:
+            raise ValueError("freeze_dense=True needs gating=True: it trains the gated mode of a gated backbone")
         self.backbone = backbone
         self.objective = objective
         self.gating = gating
