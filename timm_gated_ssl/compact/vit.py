@@ -40,6 +40,25 @@ def _unless_identity(module: nn.Module) -> nn.Module | None:
     return None if isinstance(module, nn.Identity) else module
 
 
+def take_block_parts(compact: nn.Module, block: nn.Module, gate: BlockGate) -> None:
+    """Set on ``compact`` what every compact ViT block takes from a gated timm ``Block``: the
+    gated-mode norms, layer scales (identities dropped: each module call costs dispatch time at
+    batch 1), the MLP activation, the head geometry and ``qkv`` stored head-major ``(H, 3, d, C)``."""
+    attn = block.attn
+    compact.norm1, compact.norm2 = gated_norm(block, gate, "norm1"), gated_norm(block, gate, "norm2")
+    compact.q_norm = _unless_identity(gated_norm(block, gate, "attn.q_norm"))
+    compact.k_norm = _unless_identity(gated_norm(block, gate, "attn.k_norm"))
+    compact.ls1, compact.ls2 = _unless_identity(block.ls1), _unless_identity(block.ls2)
+    compact.act = block.mlp.act
+    compact.num_heads, compact.head_dim, compact.scale = attn.num_heads, attn.head_dim, float(attn.scale)
+    heads = attn.num_heads
+    qkv_w = rearrange(attn.qkv.weight.detach(), "(qkv h d) c -> h qkv d c", qkv=3, h=heads)
+    compact.register_buffer("qkv_w", qkv_w.contiguous())
+    qkv_b = _bias(attn.qkv)
+    compact.register_buffer("qkv_b", None if qkv_b is None else
+                            rearrange(qkv_b, "(qkv h d) -> h qkv d", qkv=3, h=heads).contiguous())
+
+
 def _bias(layer: nn.Linear) -> torch.Tensor | None:
     return None if layer.bias is None else layer.bias.detach()
 
@@ -83,22 +102,11 @@ class CompactVitBlock(nn.Module):
             )
         attn, mlp = block.attn, block.mlp
         self.gate = CompactGate(gate)
-        self.norm1, self.norm2 = gated_norm(block, gate, "norm1"), gated_norm(block, gate, "norm2")
-        # identities are dropped (None): each module call costs dispatch time at batch 1
-        self.q_norm = _unless_identity(gated_norm(block, gate, "attn.q_norm"))
-        self.k_norm = _unless_identity(gated_norm(block, gate, "attn.k_norm"))
-        self.ls1, self.ls2 = _unless_identity(block.ls1), _unless_identity(block.ls2)
-        self.act = mlp.act
-        self.num_heads, self.head_dim, self.scale = attn.num_heads, attn.head_dim, float(attn.scale)
-        heads = attn.num_heads
         # Head-major layouts, so that the kept heads / units are a gather of contiguous rows (einops
         # spells the layouts once here; the per-call reshapes below stay plain torch, which costs
         # less dispatch time at batch 1).
-        qkv_w = rearrange(attn.qkv.weight.detach(), "(qkv h d) c -> h qkv d c", qkv=3, h=heads)
-        self.register_buffer("qkv_w", qkv_w.contiguous())
-        qkv_b = _bias(attn.qkv)
-        self.register_buffer("qkv_b", None if qkv_b is None else
-                             rearrange(qkv_b, "(qkv h d) -> h qkv d", qkv=3, h=heads).contiguous())
+        take_block_parts(self, block, gate)
+        heads = attn.num_heads
         proj_w = rearrange(attn.proj.weight.detach(), "o (h d) -> h d o", h=heads)
         self.register_buffer("proj_w", proj_w.contiguous())
         self.register_buffer("proj_b", _bias(attn.proj))

@@ -29,15 +29,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from timm.models import vision_transformer as vt
 from torch import nn
 
 from ..attach.vit import vit_block_spec
 from ..errors import UnsupportedModelError
 from ..gates import BlockGate, WidthGate
-from .fold import gated_norm
-from .vit import _bias, _fc1_parts, _unless_identity
+from .vit import _bias, _fc1_parts, take_block_parts
 from .width import CompactWidthGate, run_by_level
 
 __all__ = ["CompactVitWidthBlock", "compact_vit_width_block"]
@@ -67,19 +65,7 @@ class CompactVitWidthBlock(nn.Module):
         self.gate = CompactWidthGate(gate)
         self.levels = gate.levels
         self.head_sizes, self.unit_sizes = gate.sizes  # widths: (heads, MLP hidden units)
-        self.norm1, self.norm2 = gated_norm(block, gate, "norm1"), gated_norm(block, gate, "norm2")
-        # identities are dropped (None): each module call costs dispatch time at batch 1
-        self.q_norm = _unless_identity(gated_norm(block, gate, "attn.q_norm"))
-        self.k_norm = _unless_identity(gated_norm(block, gate, "attn.k_norm"))
-        self.ls1, self.ls2 = _unless_identity(block.ls1), _unless_identity(block.ls2)
-        self.act = mlp.act
-        self.num_heads, self.head_dim, self.scale = attn.num_heads, attn.head_dim, float(attn.scale)
-        heads = attn.num_heads
-        qkv_w = rearrange(attn.qkv.weight.detach(), "(qkv h d) c -> h qkv d c", qkv=3, h=heads)
-        self.register_buffer("qkv_w", qkv_w.contiguous())
-        qkv_b = _bias(attn.qkv)
-        self.register_buffer("qkv_b", None if qkv_b is None else
-                             rearrange(qkv_b, "(qkv h d) -> h qkv d", qkv=3, h=heads).contiguous())
+        take_block_parts(self, block, gate)  # norms, layer scales, act, heads, qkv head-major (H, 3, d, C)
         self.register_buffer("proj_w", attn.proj.weight.detach().t().contiguous())  # (H * d, C_out)
         self.register_buffer("proj_b", _bias(attn.proj))
         agate = getattr(attn, "gate", None)  # timm's optional sigmoid output gate, rows head-major
