@@ -91,6 +91,15 @@ def randomize_layer_norms(model: nn.Module, *, seed: int = 0) -> nn.Module:
 
 
 @torch.no_grad()
+def sharpen_width_gates(model: nn.Module, *, seed: int = 0) -> nn.Module:
+    """Large random weights in every width gate's output layer, so that the level varies per input."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, gate in iter_gates(model):
+            gate.net.expand.weight.copy_(torch.randn(gate.net.expand.weight.shape, generator=gen) * 2.0)
+    return model
+
+
 def spread_gates(model: nn.Module, images: torch.Tensor) -> nn.Module:
     """Set each gate network's BatchNorm statistics to those of ``images``.
 
@@ -143,10 +152,7 @@ def width_vit(arch: str, *, levels: int = 4, seed: int = 0) -> tuple[nn.Module, 
                          levels=levels, **gate_kwargs)
     randomize_norms(model, seed=seed)
     randomize_layer_norms(model, seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, gate in iter_gates(model):
-            gate.net.expand.weight.copy_(torch.randn(gate.net.expand.weight.shape, generator=gen) * 2.0)
+    sharpen_width_gates(model, seed=seed)
     model.eval()
     size = VIT_SMALL["img_size"]
     spread_gates(model, torch.randn(32, 3, size, size, generator=torch.Generator().manual_seed(seed + 1)))

@@ -15,7 +15,7 @@ from timm_gated_ssl.compact import (
     export_static,
 )
 
-from .common import rel_err, spread_gates
+from .common import rel_err, sharpen_width_gates, spread_gates
 
 # BasicBlock, Bottleneck, grouped ResNeXt (whole groups), SE, blur-pool anti-aliasing, CIFAR stem
 ARCHS = {
@@ -37,10 +37,7 @@ def width_model(arch: str, *, seed: int = 0) -> tuple[torch.nn.Module, int]:
     else:
         model = attach_gates(timm.create_model(name, num_classes=10, **kwargs), budget=0.3, gate_type="width")
     randomize_norms(model, seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, gate in iter_gates(model):
-            gate.net.expand.weight.copy_(torch.randn(gate.net.expand.weight.shape, generator=gen) * 2.0)
+    sharpen_width_gates(model, seed=seed)
     model.eval()
     spread_gates(model, images(32, size, seed=seed + 1))
     return model, size

@@ -11,7 +11,7 @@ import timm
 import torch
 
 import timm_gated_ssl
-from tests.compact.common import spread_gates
+from tests.compact.common import sharpen_width_gates, spread_gates
 from tests.compute.slicing import sliced_copy
 from tests.compute.test_count_macs import flops_macs
 from tests.helpers import randomize_norms
@@ -39,10 +39,7 @@ def _width_model(name: str = "resnet18", *, levels: int = 8, seed: int = 0, **kw
     model = attach_gates(timm.create_model(name, num_classes=0, **kwargs), budget=0.3, gate_type="width",
                          levels=levels)
     randomize_norms(model, seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, gate in iter_gates(model):
-            gate.net.expand.weight.copy_(torch.randn(gate.net.expand.weight.shape, generator=gen) * 2.0)
+    sharpen_width_gates(model, seed=seed)
     model.eval()
     spread_gates(model, _images(32, seed=seed + 1))
     return model

@@ -40,6 +40,24 @@ def _unless_identity(module: nn.Module) -> nn.Module | None:
     return None if isinstance(module, nn.Identity) else module
 
 
+def refuse_attention_masks(attn_mask: torch.Tensor | None, is_causal: bool) -> None:
+    """Compact ViT blocks run unmasked attention only.
+
+    Raises:
+        NotImplementedError: an ``attn_mask`` or ``is_causal``.
+    """
+    if attn_mask is not None or is_causal:
+        raise NotImplementedError("compact ViT blocks do not take attn_mask or is_causal")
+
+
+def residual(x: torch.Tensor, branch: torch.Tensor | None, scale: nn.Module | None) -> torch.Tensor:
+    """``x + scale(branch)`` (timm's layer scale; None: identity); ``x`` itself when the branch kept
+    nothing (None)."""
+    if branch is None:
+        return x
+    return x + (branch if scale is None else scale(branch))
+
+
 def take_block_parts(compact: nn.Module, block: nn.Module, gate: BlockGate) -> None:
     """Set on ``compact`` what every compact ViT block takes from a gated timm ``Block``: the
     gated-mode norms, layer scales (identities dropped: each module call costs dispatch time at
@@ -169,13 +187,8 @@ class CompactVitBlock(nn.Module):
     def block(self, x: torch.Tensor, masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """timm's pre-norm block on the kept heads and units (``x`` may be a sub-batch)."""
         heads, units = masks
-        a = self.attention(self.norm1(x), heads)
-        if a is not None:
-            x = x + (a if self.ls1 is None else self.ls1(a))
-        m = self.mlp(self.norm2(x), units)
-        if m is not None:
-            x = x + (m if self.ls2 is None else self.ls2(m))
-        return x
+        x = residual(x, self.attention(self.norm1(x), heads), self.ls1)
+        return residual(x, self.mlp(self.norm2(x), units), self.ls2)
 
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
@@ -185,8 +198,7 @@ class CompactVitBlock(nn.Module):
         Raises:
             NotImplementedError: an ``attn_mask`` or ``is_causal`` (not supported by compact blocks).
         """
-        if attn_mask is not None or is_causal:
-            raise NotImplementedError("compact ViT blocks do not take attn_mask or is_causal")
+        refuse_attention_masks(attn_mask, is_causal)
         return run_batched(self.block, x, self.gate(x), self.strategy)
 
     def extra_repr(self) -> str:

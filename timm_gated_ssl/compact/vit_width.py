@@ -35,7 +35,7 @@ from torch import nn
 from ..attach.vit import vit_block_spec
 from ..errors import UnsupportedModelError
 from ..gates import BlockGate, WidthGate
-from .vit import _bias, _fc1_parts, take_block_parts
+from .vit import _bias, _fc1_parts, refuse_attention_masks, residual, take_block_parts
 from .width import CompactWidthGate, run_by_level
 
 __all__ = ["CompactVitWidthBlock", "compact_vit_width_block"]
@@ -106,10 +106,8 @@ class CompactVitWidthBlock(nn.Module):
 
     def block(self, x: torch.Tensor, level: int) -> torch.Tensor:
         """timm's pre-norm block at ``level`` (``x``: the inputs of that level, a sub-batch)."""
-        a = self.attention(self.norm1(x), self.head_sizes[level])
-        x = x + (a if self.ls1 is None else self.ls1(a))
-        m = self.mlp(self.norm2(x), self.unit_sizes[level])
-        return x + (m if self.ls2 is None else self.ls2(m))
+        x = residual(x, self.attention(self.norm1(x), self.head_sizes[level]), self.ls1)
+        return residual(x, self.mlp(self.norm2(x), self.unit_sizes[level]), self.ls2)
 
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
@@ -119,8 +117,7 @@ class CompactVitWidthBlock(nn.Module):
         Raises:
             NotImplementedError: an ``attn_mask`` or ``is_causal`` (not supported by compact blocks).
         """
-        if attn_mask is not None or is_causal:
-            raise NotImplementedError("compact ViT blocks do not take attn_mask or is_causal")
+        refuse_attention_masks(attn_mask, is_causal)
         return run_by_level(self.block, x, self.gate(x), levels=self.levels)
 
     def extra_repr(self) -> str:
