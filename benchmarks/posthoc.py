@@ -40,12 +40,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reproduce_small as rs
 
 POSTHOC_STEPS = {"train_subset": 7680, "epochs": 1}  # 30 steps of 256: 25 % of the init's 120
+SHORT_STEPS = {"train_subset": 3072, "epochs": 1}  # 12 steps: 10 % of the init's
 SCRATCH_STEPS = {"train_subset": 12800, "epochs": 3}  # 150 steps: the init's 120 + 30
 # --budget_tolerance null: the checkpoints keep the trained threshold, so the "before calibration"
 # row is what training reached (the recipe would otherwise calibrate a miss of more than 0.05)
 KEEP = ["--budget_tolerance", "null"]
 POSTHOC = ["--warmup_epochs", "0.3", "--lr", "0.05", "--init_from", "INIT", *KEEP]
 FROZEN = ["--warmup_epochs", "0.3", "--lr", "0.05", "--init_from", "INIT", "--freeze_dense", "true", *KEEP]
+DISTILL_LR = "0.03"
+"""AdamW's rate per 256 images for schedule (d), the best of 0.002, 0.01, 0.03 and 0.1 tried on
+``distill_width_td0.3`` (docs/posthoc.md)."""
+DISTILL = [
+    "--warmup_epochs", "0.3", "--optimizer", "adamw", "--lr", DISTILL_LR, "--weight_decay", "0",
+    "--init_from", "INIT", "--freeze_dense", "true", "--ssl_weight", "0", "--distill_weight", "1", *KEEP,
+]
+"""Schedule (d), the post-hoc recipe (``recipes/configs/posthoc_width_td0{3,5}.yaml``): the frozen
+teacher, distillation of its features of the same view and the budget terms alone, no projector,
+AdamW (LARS's trust ratio moves the gates about 0.1 % a step: too slow for 30 steps)."""
 WIDTH = ["--model_kwargs", "{gate_type: width, gate_levels: 8}"]
 RUNS: dict[str, tuple[dict[str, int], list[str]]] = {
     "init_vanilla": (rs.PROTOCOLS["pilot"], rs.RUNS["vanilla"]),
@@ -53,22 +64,37 @@ RUNS: dict[str, tuple[dict[str, int], list[str]]] = {
     **{f"frozen_td{t}": (POSTHOC_STEPS, [*rs.DUAL, "--budget", str(t), *FROZEN]) for t in (0.3, 0.5)},
     "frozen_distill_td0.3": (POSTHOC_STEPS, [*rs.DUAL, "--budget", "0.3", *FROZEN, "--distill_weight", "0.5"]),
     "frozen_width_td0.3": (POSTHOC_STEPS, [*rs.DUAL, "--budget", "0.3", *FROZEN, *WIDTH]),
+    **{f"distill_td{t}": (POSTHOC_STEPS, [*rs.DUAL, "--budget", str(t), *DISTILL]) for t in (0.3, 0.5)},
+    **{f"distill_width_td{t}": (POSTHOC_STEPS, [*rs.DUAL, "--budget", str(t), *DISTILL, *WIDTH]) for t in (0.3, 0.5)},
+    **{f"distill_width_lr{lr}_td0.3": (POSTHOC_STEPS, [*rs.DUAL, "--budget", "0.3", *DISTILL, *WIDTH, "--lr", lr])
+       for lr in ("0.002", "0.01", "0.1")},
+    "distill_width_short_td0.3": (SHORT_STEPS, [*rs.DUAL, "--budget", "0.3", *DISTILL, *WIDTH]),
     "scratch_td0.3": (SCRATCH_STEPS, [*rs.DUAL, "--budget", "0.3", *KEEP]),
+    "scratch_width_td0.3": (SCRATCH_STEPS, [*rs.DUAL, "--budget", "0.3", *KEEP, *WIDTH]),
 }
+"""Run name -> (data size and epochs, recipe flags). A ``_s<N>`` suffix trains with seed N (the init
+stays seed 0's)."""
 AIM_GAP, AIM_DENSE, AIM_MAC = 1.0, 0.5, 0.03
 BEGIN, END = "<!-- posthoc:begin -->", "<!-- posthoc:end -->"
 """Markers in docs/posthoc.md between which ``--publish`` writes the tables."""
 
 
+def spec(name: str) -> tuple[dict[str, int], list[str], int]:
+    """Sizes, flags and seed of a run name (``distill_width_td0.3_s1``: seed 1)."""
+    base, seed = rs.split_name(name, RUNS)
+    sizes, args = RUNS[base]
+    return sizes, args, seed
+
+
 def train_command(name: str, out: Path) -> list[str]:
-    sizes, args = RUNS[name]
+    sizes, args, seed = spec(name)
     args = [str(out / "init_vanilla") if a == "INIT" else a for a in args]
     return [
         sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
         "--mixed_precision", "bf16", "--num_machines", "1", "--dynamo_backend", "no",
         str(ROOT / "recipes" / "pretrain.py"), "--output_dir", str(out / name), "--overwrite",
         "--channels_last", "--no_progress", *rs.COMMON, "--train_subset", str(sizes["train_subset"]),
-        "--epochs", str(sizes["epochs"]), "--seed", "0", *args,
+        "--epochs", str(sizes["epochs"]), "--seed", str(seed), *args,
     ]
 
 
@@ -85,7 +111,7 @@ def evaluate(name: str, out: Path) -> dict[str, Any]:
     import timm_gated_ssl  # noqa: F401
     from timm_gated_ssl.eval.checkpoint import evaluate_checkpoint
 
-    args = RUNS[name][1]
+    args = spec(name)[1]
     budgets = (float(args[args.index("--budget") + 1]),) if "--budget" in args else ()
     print(f"[{time.strftime('%H:%M:%S')}] evaluate {name} (budgets {budgets})", flush=True)
     result = evaluate_checkpoint(out / name, dataset="fashion_mnist", image_size=28, max_train=10000,
@@ -96,54 +122,67 @@ def evaluate(name: str, out: Path) -> dict[str, Any]:
 
 
 def row(name: str, result: dict[str, Any]) -> dict[str, Any]:
-    """The numbers of one run: linear top-1 and MAC fraction per mode, steps, budget."""
+    """The numbers of one run: linear and weighted 20-NN top-1 and MAC fraction per mode, steps, budget."""
     entries = result["entries"]
 
     def pick(mode: str, calibrated: bool) -> dict[str, float] | None:
         found = [e for e in entries if e["mode"] == mode and bool(e.get("calibrated")) == calibrated]
-        return {"linear_top1": found[0]["linear_top1"], "mac_fraction": found[0]["mac_fraction"]} if found else None
+        keys = ("linear_top1", "knn_top1", "mac_fraction")
+        return {k: found[0][k] for k in keys} if found else None
 
     dense = pick("dense", False) or pick("vanilla", False)
-    sizes = RUNS[name][0]
+    sizes = spec(name)[0]
     return {"run": name, "steps": sizes["train_subset"] // 256 * sizes["epochs"],
             "budget": next((e["budget"] for e in entries if e["mode"] == "gated"), None),
             "dense": dense, "gated": pick("gated", False), "gated_calibrated": pick("gated", True)}
 
 
+def scratch_of(name: str) -> str:
+    """The from-scratch run with the same gate type as ``name`` (equal total steps)."""
+    return "scratch_width_td0.3" if "width" in name else "scratch_td0.3"
+
+
 def aims(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The issue's aims, each ``{"aim", "value", "target", "met"}``, for every post-hoc run present
-    (``posthoc_*`` and ``frozen_*``, against the init and, at t_d 0.3, against ``scratch_td0.3``)."""
+    (``posthoc_*``, ``frozen_*`` and ``distill_*``, against the init and, at t_d 0.3, against the
+    from-scratch run of the same gate type)."""
     found = []
-    init, scratch = rows.get("init_vanilla"), rows.get("scratch_td0.3")
+    init = rows.get("init_vanilla")
     for name, r in rows.items():
-        if not name.startswith(("posthoc", "frozen")) or init is None:
+        if not name.startswith(("posthoc", "frozen", "distill")) or init is None:
             continue
         t = r["budget"]
         gap = r["gated"]["linear_top1"] - init["dense"]["linear_top1"]
         found.append({"aim": f"{name}: gated - init dense (linear)", "value": round(gap, 3),
                       "target": f">= -{AIM_GAP}", "met": gap >= -AIM_GAP})
         drift = r["dense"]["linear_top1"] - init["dense"]["linear_top1"]
-        frozen = name.startswith("frozen")  # its dense mode is the init: unchanged is the aim
+        frozen = "--freeze_dense" in spec(name)[1]  # its dense mode is the init: unchanged is the aim
         found.append({"aim": f"{name}: dense - init dense (linear)", "value": round(drift, 3),
                       "target": "== 0 (frozen)" if frozen else f">= -{AIM_DENSE}",
                       "met": drift == 0 if frozen else drift >= -AIM_DENSE})
         miss = r["gated"]["mac_fraction"] - t
         found.append({"aim": f"{name}: MAC fraction before calibration - t_d", "value": round(miss, 4),
                       "target": f"within +-{AIM_MAC}", "met": abs(miss) <= AIM_MAC})
+        scratch = rows.get(scratch_of(name))
         if scratch is not None and t == 0.3:
             # equal total steps: the init's 120 + 30 post-hoc against 150 from scratch
             diff = r["gated"]["linear_top1"] - scratch["gated"]["linear_top1"]
-            found.append({"aim": f"{name}: gated - from-scratch gated at equal total steps (linear)",
+            found.append({"aim": f"{name}: gated - {scratch_of(name)} gated at equal total steps (linear)",
                           "value": round(diff, 3), "target": ">= 0", "met": diff >= 0})
     return found
 
 
 def table(rows: dict[str, dict[str, Any]], found: list[dict[str, Any]]) -> str:
-    lines = ["| run | steps | dense | gated | MAC before | gated calibrated | MAC after |", "|---|---|---|---|---|---|---|"]
+    lines = ["| run | steps | dense | gated | dense k-NN | gated k-NN | MAC before | gated calibrated | MAC after |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(d: dict[str, float] | None, key: str, fmt: str) -> str:
+        return fmt.format(d[key]) if d and key in d else "-"
+
     for r in rows.values():
-        g, c = r["gated"] or {}, r["gated_calibrated"] or {}
-        cell = lambda d, k, f: f.format(d[k]) if k in d else "-"
-        lines.append(f"| {r['run']} | {r['steps']} | {r['dense']['linear_top1']:.2f} | {cell(g, 'linear_top1', '{:.2f}')} "
+        d, g, c = r["dense"], r["gated"], r["gated_calibrated"]
+        lines.append(f"| {r['run']} | {r['steps']} | {cell(d, 'linear_top1', '{:.2f}')} | {cell(g, 'linear_top1', '{:.2f}')} "
+                     f"| {cell(d, 'knn_top1', '{:.2f}')} | {cell(g, 'knn_top1', '{:.2f}')} "
                      f"| {cell(g, 'mac_fraction', '{:.4f}')} | {cell(c, 'linear_top1', '{:.2f}')} "
                      f"| {cell(c, 'mac_fraction', '{:.4f}')} |")
     lines += ["", "| aim | value | target | met |", "|---|---|---|---|"]
@@ -151,16 +190,43 @@ def table(rows: dict[str, dict[str, Any]], found: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def run_order(name: str) -> tuple[int, int]:
+    base, seed = rs.split_name(name, RUNS)
+    return list(RUNS).index(base), seed
+
+
+def published(path: Path, init: dict[str, Any] | None) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Rows and commands of an earlier ``--publish`` (``path``) to keep beside this output's runs.
+
+    They were trained from an init of the same command; they are kept only when this output's
+    init evaluates to the same numbers (the runs are deterministic on one machine), so that every
+    row in the tables is measured against the same encoder.
+    """
+    if not path.is_file():
+        return {}, {}
+    earlier = json.loads(path.read_text())
+    rows = {r["run"]: r for r in earlier["runs"]}
+    if init is not None and rows.get("init_vanilla", {}).get("dense") != init["dense"]:
+        print(f"note: {path} was measured from another init ({rows.get('init_vanilla')}); its runs are not kept")
+        return {}, {}
+    return rows, earlier.get("commands", {})
+
+
 def report(out: Path, *, publish: bool) -> None:
-    rows = {name: row(name, json.loads((out / f"eval_{name}" / "results.json").read_text()))
-            for name in RUNS if (out / f"eval_{name}" / "results.json").is_file()}
+    names = sorted((d.name.removeprefix("eval_") for d in out.glob("eval_*") if (d / "results.json").is_file()),
+                   key=run_order)
+    rows = {name: row(name, json.loads((out / f"eval_{name}" / "results.json").read_text())) for name in names}
+    json_path = ROOT / "docs" / "results" / "posthoc.json"
+    kept, kept_commands = published(json_path, rows.get("init_vanilla")) if publish else ({}, {})
+    rows = dict(sorted({**kept, **rows}.items(), key=lambda item: run_order(item[0])))
     found = aims(rows)
     print(table(rows, found))
     if publish:
-        commands = {name: " ".join(train_command(name, Path("benchmarks/out/posthoc"))[2:]).replace(
-            str(ROOT) + "/", "") for name in rows}
+        commands = {name: kept_commands[name] if name in kept and name not in names else
+                    " ".join(train_command(name, Path("benchmarks/out/posthoc"))[2:]).replace(str(ROOT) + "/", "")
+                    for name in rows}
         summary = {"aims": found, "runs": list(rows.values()), "commands": commands}
-        (ROOT / "docs" / "results" / "posthoc.json").write_text(json.dumps(summary, indent=1) + "\n")
+        json_path.write_text(json.dumps(summary, indent=1) + "\n")
         doc = ROOT / "docs" / "posthoc.md"
         text = doc.read_text()
         start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
@@ -170,12 +236,15 @@ def report(out: Path, *, publish: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--phase", choices=["all", "report"], default="all")
-    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--runs", nargs="+", default=list(RUNS),
+                        help=f"runs to train and evaluate, each optionally with _s<seed>: {', '.join(RUNS)}")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "out" / "posthoc"))
     parser.add_argument("--publish", action="store_true", help="write docs/results/posthoc.json")
     args = parser.parse_args()
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    for name in args.runs:
+        rs.split_name(name, RUNS)  # refuse an unknown run before any training
     if args.phase == "all":
         for name in args.runs:
             train(name, out)

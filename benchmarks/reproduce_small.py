@@ -112,12 +112,13 @@ DEFAULT_VARIANT = "dual"
 AIM_DENSE_VS_VANILLA, AIM_MAC_BEFORE, AIM_MAC_AFTER = 1.5, 0.03, 0.01
 
 
-def split_name(name: str) -> tuple[str, int]:
-    """``"dual_td0.3_s1"`` -> ``("dual_td0.3", 1)``."""
+def split_name(name: str, runs: dict[str, Any] | None = None) -> tuple[str, int]:
+    """``"dual_td0.3_s1"`` -> ``("dual_td0.3", 1)``; the base must be one of ``runs`` (``RUNS``)."""
+    runs = RUNS if runs is None else runs
     match = re.fullmatch(r"(.+)_s(\d+)", name)
     base, seed = (match.group(1), int(match.group(2))) if match else (name, 0)
-    if base not in RUNS:
-        raise SystemExit(f"unknown run {name!r}; valid: {', '.join(RUNS)} (optionally with _s<seed>)")
+    if base not in runs:
+        raise SystemExit(f"unknown run {name!r}; valid: {', '.join(runs)} (optionally with _s<seed>)")
     return base, seed
 
 

@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         momentum_target=config.method == "byol", pairing=config.pairing,
         distill=FeatureDistillLoss(config.distill_weight) if config.distill_weight > 0 else None,
         distill_on=config.distill_on, noise_schedule=config.gate_noise_schedule, freeze_dense=config.freeze_dense,
+        ssl_weight=config.ssl_weight,
     )
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = timm_gated_ssl.convert_sync_batchnorm(model)

@@ -7,6 +7,7 @@ import pytest
 
 from timm_gated_ssl.budget import BoundLoss
 from timm_gated_ssl.errors import ConfigError
+from tests.recipe.conftest import load_shipped_config
 from timm_gated_ssl.recipe import PretrainConfig, parse_overrides
 
 # Pretraining configs; finetune_*.yaml are FinetuneConfig files (tests/finetune/test_configs.py).
@@ -120,7 +121,7 @@ PAPER_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet100")  # the rows of 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_shipped_configs_load(path: Path) -> None:
-    config = PretrainConfig.load(path)
+    config = load_shipped_config(path)
     if path.stem.split("_")[0] in PAPER_DATASETS:
         # The paper's recipe: LARS, lr 0.3 per 256, 500 epochs, 10 warm-up epochs, lambda 5.
         assert (config.optimizer, config.lr, config.epochs, config.warmup_epochs) == ("lars", 0.3, 500, 10)

@@ -10,6 +10,7 @@ import pytest
 import timm
 
 import timm_gated_ssl
+from tests.recipe.conftest import load_shipped_config
 from timm_gated_ssl.recipe import PretrainConfig
 
 ROOT = Path(__file__).parents[2]
@@ -25,7 +26,7 @@ def test_gated_models_default_to_channel_gates(name: str) -> None:
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_recipe_configs_name_their_gate_type_only_when_it_is_not_the_default(path: Path) -> None:
-    config = PretrainConfig.load(path)
+    config = load_shipped_config(path)
     expected = "width" if "_width_" in path.stem else None
     assert config.model_kwargs.get("gate_type") == expected
     assert PretrainConfig().model_kwargs.get("gate_type") is None  # the model's default: channel

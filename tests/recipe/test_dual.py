@@ -176,3 +176,50 @@ def test_bad_options() -> None:
         dual(noise_schedule="step")
     with pytest.raises(ValueError, match=r"noise scale must be in \[0, 1\]"):
         timm_gated_ssl.set_gate_noise(dual().backbone, 1.5)
+
+
+def test_ssl_weight_scales_the_ssl_term() -> None:
+    v1, v2 = views()
+    plain = dual().eval()(v1, v2, progress=0.2)
+    half = dual(ssl_weight=0.5).eval()(v1, v2, progress=0.2)
+    torch.testing.assert_close(half.terms["ssl"], 0.5 * plain.terms["ssl"])
+    torch.testing.assert_close(half.loss, plain.loss - 0.5 * plain.terms["ssl"])
+
+
+def test_ssl_weight_zero_is_distillation_plus_budget_on_one_view() -> None:
+    model = dual(distill=FeatureDistillLoss(weight=2.0), ssl_weight=0.0).eval()
+    v1, v2 = views()
+    out = model(v1, v2, progress=0.4)
+    bb = model.backbone
+    with gate_mode(bb, "gated"):
+        h_gated = bb(v1)
+        budget = model.budget_loss(bb, v1, progress=0.4)
+    distill = 2.0 * (1 - F.cosine_similarity(h_gated, bb(v1), dim=1)).mean()
+    torch.testing.assert_close(out.loss, distill + budget.loss)
+    assert set(out.terms) == {"distill", "compute", "bound"}
+    torch.testing.assert_close(out.mac_ratio, budget.mac_ratio)
+    # the second view is not used: any other batch gives the same step
+    torch.testing.assert_close(model(v1, torch.zeros_like(v2), progress=0.4).loss, out.loss)
+
+
+def test_ssl_weight_zero_freezes_the_heads_and_trains_the_backbone() -> None:
+    model = dual(distill=FeatureDistillLoss(), ssl_weight=0.0).train()
+    assert not any(p.requires_grad for p in model.objective.parameters())
+    model(*views(), progress=0.1).loss.backward()
+    gate = next(iter_gates(model.backbone))[1]
+    assert all(p.grad is not None for p in gate.parameters())
+    assert model.backbone.layer1[0].conv1.weight.grad is not None  # the student pass reaches shared weights
+    with pytest.raises(ValueError, match="dense-only step"):
+        model(*views(), progress=0.1, gating_active=False)
+
+
+@pytest.mark.parametrize("kwargs, named", [
+    ({}, "distill=None"),
+    ({"distill": FeatureDistillLoss(), "pairing": "symmetric"}, "pairing='symmetric'"),
+    ({"distill": FeatureDistillLoss(), "distill_on": "embeddings"}, "distill_on='embeddings'"),
+])
+def test_ssl_weight_zero_is_refused_without_what_it_needs(kwargs: dict, named: str) -> None:
+    with pytest.raises(ValueError, match=f"ssl_weight=0 .*{named}"):
+        dual(ssl_weight=0.0, **kwargs)
+    with pytest.raises(ValueError, match=r"ssl_weight must be >= 0, got -1"):
+        dual(ssl_weight=-1.0)

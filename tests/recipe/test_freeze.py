@@ -137,3 +137,28 @@ def test_a_frozen_vit_keeps_its_dense_mode() -> None:
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert any(".dyn_gate.net." in k for k in changed) and any(".dyn_gate.norms." in k for k in changed)
     assert all(".dyn_gate." in k for k in changed)  # heads, MLP units and LayerNorms of the dense path kept
+
+
+def test_a_frozen_teacher_with_distillation_alone_trains_only_the_gates() -> None:
+    backbone = _gated()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    model = _dual(backbone, distill=FeatureDistillLoss(1.0), ssl_weight=0.0).train()
+    groups = gated_param_groups(model)
+    assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in backbone.parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW(groups, lr=1e-2)
+    for step in range(2):
+        out = model(torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16), progress=step / 2)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    changed = {k for k, v in backbone.state_dict().items() if not torch.equal(before[k], v)}
+    assert any(".dyn_gate.net." in k for k in changed) and all(".dyn_gate." in k for k in changed)
+
+
+def test_distillation_alone_is_refused_where_it_cannot_work() -> None:
+    init = dict(freeze_dense=True, init_from="enc.safetensors", ssl_weight=0.0)
+    with pytest.raises(ConfigError, match=r"ssl_weight: 0 .*; got distill_weight=0.0$"):
+        PretrainConfig(**init)
+    with pytest.raises(ConfigError, match=r"got pairing='anchored', dense_warmup_epochs=0.3$"):
+        PretrainConfig(**init, distill_weight=1.0, pairing="anchored", dense_warmup_epochs=0.3)
+    PretrainConfig(**init, distill_weight=1.0)  # what the posthoc configs set

@@ -61,6 +61,11 @@ class PretrainConfig(RecipeConfig):
         distill_weight: In-place distillation of the gated pass towards the detached dense
             features of the same view (Yu & Huang, ICCV 2019); 0 = off (paper).
         distill_on: ``features`` (backbone) or ``embeddings`` (projector) for the distillation.
+        ssl_weight: Weight of the SSL term (1: the paper). 0 drops it and its heads: the gated
+            mode then learns from ``distill_weight``'s distillation of the dense features of the
+            same view and the budget terms alone, the post-hoc recipe of a frozen teacher
+            (``recipes/configs/posthoc_*.yaml``, docs/posthoc.md); it needs ``gating``,
+            ``distill_weight > 0`` on ``features``, ``pairing: asymmetric`` and no dense warm-up.
         gate_noise_schedule: ``cosine`` (default: the gates' training noise annealed from 1 to 0,
             measured to close part of the gated-dense gap, docs/results.md) or ``constant``
             (paper).
@@ -116,6 +121,7 @@ class PretrainConfig(RecipeConfig):
     pairing: str = "asymmetric"
     distill_weight: float = 0.0
     distill_on: str = "features"
+    ssl_weight: float = 1.0
     gate_noise_schedule: str = "cosine"
     dense_warmup_epochs: float = 0.0
     byol_momentum: float = 0.996
@@ -159,7 +165,7 @@ class PretrainConfig(RecipeConfig):
     RANGES: ClassVar[dict[str, Range]] = {
         "projector_hidden_dim": at_least(1), "projector_out_dim": at_least(1),
         "budget_weight": at_least(0), "bound_weight": at_least(0), "bound_decay": at_least(0),
-        "bound_alpha": at_least(0), "distill_weight": at_least(0), "dense_warmup_epochs": at_least(0),
+        "bound_alpha": at_least(0), "distill_weight": at_least(0), "ssl_weight": at_least(0), "dense_warmup_epochs": at_least(0),
         "byol_momentum": (0, True, 1, False), "simclr_temperature": above(0),
         "image_size": at_least(1), "blur_prob_gated": (0, True, 1, True), "blur_prob_dense": (0, True, 1, True),
         "train_subset": at_least(1), "num_workers": at_least(0), "epochs": at_least(1),
@@ -196,6 +202,8 @@ class PretrainConfig(RecipeConfig):
         check_schedule(epochs=self.epochs, warmup_epochs=self.warmup_epochs, lr=self.lr, min_lr=self.min_lr)
         if self.freeze_dense:
             self._check_freeze_dense()
+        if self.ssl_weight == 0:
+            self._check_distill_only()
         if (self.eval_split is None) != (self.eval_train_split is None):
             raise ConfigError(
                 f"eval_split ({self.eval_split!r}) and eval_train_split ({self.eval_train_split!r}) "
@@ -224,6 +232,18 @@ class PretrainConfig(RecipeConfig):
             raise ConfigError(
                 "freeze_dense: true keeps the dense mode of a trained encoder and trains only the gated mode: it "
                 "needs gating: true and init_from (the encoder); got " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
+            )
+
+    def _check_distill_only(self) -> None:
+        wrong = {"gating": self.gating is not True, "distill_weight": self.distill_weight == 0,
+                 "distill_on": self.distill_on != "features", "pairing": self.pairing != "asymmetric",
+                 "dense_warmup_epochs": self.dense_warmup_epochs > 0}
+        bad = [k for k, v in wrong.items() if v]
+        if bad:
+            raise ConfigError(
+                "ssl_weight: 0 trains the gated mode by distilling the dense features alone: it needs gating: true, "
+                "distill_weight > 0, distill_on: features, pairing: asymmetric and dense_warmup_epochs: 0; got "
+                + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
             )
 
     def model_args(self) -> dict[str, Any]:

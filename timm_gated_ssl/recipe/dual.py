@@ -26,6 +26,9 @@ noise annealing, the option that measurably closed the gated-dense gap most:
 * ``freeze_dense=True``: post-hoc gating of a trained encoder with its dense mode frozen as the
   teacher (:mod:`~timm_gated_ssl.recipe.freeze`): only the gates, the gated-mode norm copies and
   the SSL heads train; the dense pass runs without autograd and its norms stay in eval mode;
+* ``ssl_weight``: the weight of the SSL term; 0 drops it (and the projector) and trains the gated
+  mode by the distillation and budget terms alone: the post-hoc recipe of a frozen teacher
+  (docs/posthoc.md), where a fresh projector over trained features diverged at useful rates;
 * ``gating_active=False`` in ``forward``: a dense-only step (both views dense, no budget terms),
   for a dense warm-up before the gates are trained (the paper's ablation).
 """
@@ -93,6 +96,10 @@ class DualSSLModel(nn.Module):
         freeze_dense: Keep the backbone's dense mode as it is (the trained encoder as the
             teacher); needs ``gating``. Dense-only terms (``pairing="anchored"``'s extra pair, a
             dense warm-up step) then train the SSL heads alone.
+        ssl_weight: Weight of the SSL term (>= 0; 1 is the paper). 0 needs ``gating``,
+            ``distill`` on ``"features"`` and the ``asymmetric`` pairing: each step is then the gated pass and the
+            (detached) dense pass of the same view, ``distill + budget``; the SSL heads are frozen
+            and no dense-only step is allowed (it would have nothing to train).
     """
 
     def __init__(
@@ -108,8 +115,18 @@ class DualSSLModel(nn.Module):
         distill_on: str = "features",
         noise_schedule: str = "constant",
         freeze_dense: bool = False,
+        ssl_weight: float = 1.0,
     ) -> None:
         super().__init__()
+        if not ssl_weight >= 0:
+            raise ValueError(f"ssl_weight must be >= 0, got {ssl_weight!r}")
+        if ssl_weight == 0 and not (gating and distill is not None and pairing == "asymmetric"
+                                    and distill_on == "features"):
+            raise ValueError(
+                "ssl_weight=0 trains the gated mode by distilling backbone features alone: it needs gating=True, "
+                "a distill loss, pairing='asymmetric' and distill_on='features'; got "
+                f"gating={gating}, distill={distill}, pairing={pairing!r}, distill_on={distill_on!r}"
+            )
         if gating and not has_gates(backbone):
             raise ValueError(
                 "gating=True needs a gated backbone: use a gated_* architecture "
@@ -138,8 +155,11 @@ class DualSSLModel(nn.Module):
         self.distill_on = distill_on
         self.noise_schedule = noise_schedule
         self.freeze_dense = freeze_dense
+        self.ssl_weight = float(ssl_weight)
         if freeze_dense:
             freeze_dense_path(backbone)
+        if self.ssl_weight == 0:  # the heads take no part: frozen, so that DDP and the optimizer skip them
+            objective.requires_grad_(False)
         self.target: MomentumEncoder | None = None
         if momentum_target:
             target = nn.ModuleDict({
@@ -205,6 +225,10 @@ class DualSSLModel(nn.Module):
             gating_active: False runs a dense-only step (dense warm-up): both views dense, no
                 budget terms.
         """
+        if self.ssl_weight == 0:
+            if not gating_active:
+                raise ValueError("a dense-only step (gating_active=False) has nothing to train with ssl_weight=0")
+            return self._distill_step(view_gated, progress, epoch)
         targets = {}
         if self.target is not None:
             targets = {"target_a": self._target(view_gated), "target_b": self._target(view_dense)}
@@ -228,7 +252,7 @@ class DualSSLModel(nn.Module):
         elif self.pairing == "anchored":
             teacher = self._pass(view_gated, "dense")
             losses.append(self.objective(teacher, h_dense, **targets).loss)
-        ssl_loss = torch.stack(losses).mean()
+        ssl_loss = self.ssl_weight * torch.stack(losses).mean()
         terms = {"ssl": ssl_loss.detach(), **ssl.terms}
         loss = ssl_loss + torch.stack([b.loss for b in budgets]).mean()
         terms.update(compute=torch.stack([b.compute for b in budgets]).mean().detach(),
@@ -244,6 +268,19 @@ class DualSSLModel(nn.Module):
             loss = loss + distill
         mac_ratio = torch.stack([b.mac_ratio for b in budgets]).mean()
         return StepOutput(loss, terms, mac_ratio)
+
+    def _distill_step(self, view: Tensor, progress: float | None, epoch: float | None) -> StepOutput:
+        """``ssl_weight=0``: the gated pass and the dense teacher pass of one view, distillation
+        plus budget (the second view is not used)."""
+        if self.training:
+            set_gate_noise(self.backbone, gate_noise_scale(self.noise_schedule, progress or 0.0))
+        h_gated = self._pass(view, "gated")
+        budget = self._budget(view, gate_masks(self.backbone), progress, epoch)
+        with torch.no_grad():
+            teacher = self._pass(view, "dense")
+        distill = self._distill(h_gated, teacher)
+        terms = {"distill": distill.detach(), "compute": budget.compute.detach(), "bound": budget.bound.detach()}
+        return StepOutput(distill + budget.loss, terms, budget.mac_ratio)
 
     @torch.no_grad()
     def update_target(self, tau: float) -> None:
