@@ -69,11 +69,19 @@ RUNS: dict[str, tuple[dict[str, int], list[str]]] = {
     **{f"distill_width_lr{lr}_td0.3": (POSTHOC_STEPS, [*rs.DUAL, "--budget", "0.3", *DISTILL, *WIDTH, "--lr", lr])
        for lr in ("0.002", "0.01", "0.1")},
     "distill_width_short_td0.3": (SHORT_STEPS, [*rs.DUAL, "--budget", "0.3", *DISTILL, *WIDTH]),
+    "init_supervised": (rs.PROTOCOLS["pilot"], ["SUPERVISED"]),  # benchmarks/_supervised_init.py
+    **{f"sup_distill_width_td{t}": (POSTHOC_STEPS, [*rs.DUAL, "--budget", str(t), *DISTILL, *WIDTH])
+       for t in (0.3, 0.5)},
     "scratch_td0.3": (SCRATCH_STEPS, [*rs.DUAL, "--budget", "0.3", *KEEP]),
     "scratch_width_td0.3": (SCRATCH_STEPS, [*rs.DUAL, "--budget", "0.3", *KEEP, *WIDTH]),
 }
 """Run name -> (data size and epochs, recipe flags). A ``_s<N>`` suffix trains with seed N (the init
-stays seed 0's)."""
+stays seed 0's). ``sup_*`` runs gate ``init_supervised``, the others ``init_vanilla``."""
+
+
+def init_of(name: str) -> str:
+    """The dense encoder run ``name`` gates."""
+    return "init_supervised" if name.startswith("sup_") else "init_vanilla"
 AIM_GAP, AIM_DENSE, AIM_MAC = 1.0, 0.5, 0.03
 BEGIN, END = "<!-- posthoc:begin -->", "<!-- posthoc:end -->"
 """Markers in docs/posthoc.md between which ``--publish`` writes the tables."""
@@ -88,7 +96,9 @@ def spec(name: str) -> tuple[dict[str, int], list[str], int]:
 
 def train_command(name: str, out: Path) -> list[str]:
     sizes, args, seed = spec(name)
-    args = [str(out / "init_vanilla") if a == "INIT" else a for a in args]
+    if args == ["SUPERVISED"]:
+        return [sys.executable, str(ROOT / "benchmarks" / "_supervised_init.py"), str(out / name), "--seed", str(seed)]
+    args = [str(out / init_of(name)) if a == "INIT" else a for a in args]
     return [
         sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
         "--mixed_precision", "bf16", "--num_machines", "1", "--dynamo_backend", "no",
@@ -98,9 +108,14 @@ def train_command(name: str, out: Path) -> list[str]:
     ]
 
 
+def shown(cmd: list[str]) -> str:
+    """A command as the docs show it: without the interpreter (and ``-m``)."""
+    return " ".join(cmd[2:] if cmd[1] == "-m" else cmd[1:]).replace(str(ROOT) + "/", "")
+
+
 def train(name: str, out: Path) -> None:
     cmd = train_command(name, out)
-    print(f"[{time.strftime('%H:%M:%S')}] train {name}: {' '.join(cmd[2:])}", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] train {name}: {shown(cmd)}", flush=True)
     with open(out / f"{name}.log", "w") as log:
         code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
     if code:
@@ -147,9 +162,9 @@ def aims(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     (``posthoc_*``, ``frozen_*`` and ``distill_*``, against the init and, at t_d 0.3, against the
     from-scratch run of the same gate type)."""
     found = []
-    init = rows.get("init_vanilla")
     for name, r in rows.items():
-        if not name.startswith(("posthoc", "frozen", "distill")) or init is None:
+        init = rows.get(init_of(name))
+        if not name.startswith(("posthoc", "frozen", "distill", "sup_")) or init is None:
             continue
         t = r["budget"]
         gap = r["gated"]["linear_top1"] - init["dense"]["linear_top1"]
@@ -164,7 +179,7 @@ def aims(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         found.append({"aim": f"{name}: MAC fraction before calibration - t_d", "value": round(miss, 4),
                       "target": f"within +-{AIM_MAC}", "met": abs(miss) <= AIM_MAC})
         scratch = rows.get(scratch_of(name))
-        if scratch is not None and t == 0.3:
+        if scratch is not None and t == 0.3 and init_of(name) == "init_vanilla":
             # equal total steps: the init's 120 + 30 post-hoc against 150 from scratch
             diff = r["gated"]["linear_top1"] - scratch["gated"]["linear_top1"]
             found.append({"aim": f"{name}: gated - {scratch_of(name)} gated at equal total steps (linear)",
@@ -223,7 +238,7 @@ def report(out: Path, *, publish: bool) -> None:
     print(table(rows, found))
     if publish:
         commands = {name: kept_commands[name] if name in kept and name not in names else
-                    " ".join(train_command(name, Path("benchmarks/out/posthoc"))[2:]).replace(str(ROOT) + "/", "")
+                    shown(train_command(name, Path("benchmarks/out/posthoc")))
                     for name in rows}
         summary = {"aims": found, "runs": list(rows.values()), "commands": commands}
         json_path.write_text(json.dumps(summary, indent=1) + "\n")

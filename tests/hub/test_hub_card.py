@@ -98,3 +98,22 @@ def test_trained_and_calibrated_entries_at_one_budget_get_distinct_configs() -> 
     knn = {r.metric_config: r.metric_value for r in card.data.eval_results
            if r.metric_name.startswith("k-NN")}
     assert knn == {"gated-t0.3": 89.0, "gated-calibrated-t0.3": 88.5}
+
+
+def test_card_names_the_encoder_a_post_hoc_run_started_from(tmp_path: Path) -> None:
+    import timm
+
+    from timm_gated_ssl.hub.push import stage_checkpoint
+    from timm_gated_ssl.recipe.outputs import export_model
+
+    text = str(build_model_card(repo_id="org/m", architecture="gated_resnet18", init_from="resnet18.a1_in1k"))
+    assert "- Initialised from: `resnet18.a1_in1k`" in text
+    assert "Initialised from" not in str(build_model_card(repo_id="org/m", architecture="gated_resnet18"))
+    # the recipe records init_from in config.json; the staged card reads it from there
+    model = timm.create_model("gated_resnet18_cifar", channels=[8, 16, 32, 64], num_classes=0)
+    (tmp_path / "ckpt").mkdir()
+    export_model(model, tmp_path / "ckpt", model_args={"num_classes": 0, "channels": [8, 16, 32, 64]},
+                 extra={"init_from": "local-dir:runs/my_encoder"})
+    (tmp_path / "stage").mkdir()
+    stage_checkpoint(tmp_path / "ckpt", tmp_path / "stage", repo_id="org/m")
+    assert "- Initialised from: `local-dir:runs/my_encoder`" in (tmp_path / "stage" / "README.md").read_text()

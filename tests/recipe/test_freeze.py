@@ -123,11 +123,12 @@ def test_the_recipe_keeps_the_init_as_the_dense_mode_and_resumes(pretrain: Any, 
     assert all(torch.equal(resumed[k], v) for k, v in plain.state_dict().items())
 
 
-def test_a_frozen_vit_keeps_its_dense_mode() -> None:
+@pytest.mark.parametrize("distill_only", [False, True], ids=["vicreg", "distill_only"])
+def test_a_frozen_vit_keeps_its_dense_mode(distill_only: bool) -> None:
     torch.manual_seed(0)
     backbone = timm.create_model("gated_vit_tiny_patch4_32", num_classes=0, budget=0.5, depth=2)
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    model = _dual(backbone)
+    model = _dual(backbone, **({"distill": FeatureDistillLoss(), "ssl_weight": 0.0} if distill_only else {}))
     model.train()
     optimizer = torch.optim.SGD(gated_param_groups(model), lr=0.5)
     out = model(torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32), progress=0.0)

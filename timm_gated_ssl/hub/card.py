@@ -144,9 +144,12 @@ def _eval_results(results: EvaluationResult) -> list[EvalResult]:
     return out
 
 
-def _gate_section(architecture: str, model_args: Mapping[str, Any]) -> list[str]:
+def _gate_section(architecture: str, model_args: Mapping[str, Any], init_from: str | None) -> list[str]:
     lines = ["## Model", "",
              f"- Architecture: `{architecture}` (registered in timm by `import timm_gated_ssl`)"]
+    if init_from:
+        lines.append(f"- Initialised from: `{init_from}` (its weights started the dense path; the gates "
+                     "were trained post hoc, `recipes/pretrain.py --init_from`)")
     if "budget" in model_args:
         lines.append(f"- Training budget `t_d`: {model_args['budget']}")
     if "separate_bn" in model_args:
@@ -186,6 +189,7 @@ def build_model_card(
     ssl_method: str | None = None,
     tradeoff_plot: str | None = None,
     tags: Sequence[str] = (),
+    init_from: str | None = None,
 ) -> ModelCard:
     """Build the model card (``README.md``) of a co-trained dense + gated checkpoint.
 
@@ -200,6 +204,8 @@ def build_model_card(
         ssl_method: Self-supervised objective, e.g. ``"vicreg"``; added as a tag and to the text.
         tradeoff_plot: Path, inside the repository, of the trade-off plot to show.
         tags: Extra tags.
+        init_from: The encoder the run started from (``config.json``'s ``init_from``, recorded by
+            ``recipes/pretrain.py --init_from``); ``None`` for a run from scratch.
 
     Returns:
         A :class:`~huggingface_hub.ModelCard`; ``str(card)`` is the README text.
@@ -229,7 +235,7 @@ def build_model_card(
          "as in Krishna et al., *Unifying Synergies between Self-supervised Learning and Dynamic "
          "Computation*, BMVC 2023 ([arXiv:2301.09164](https://arxiv.org/abs/2301.09164)). "
          "The same weights give a dense encoder and a cheaper gated one."), "",
-        *_gate_section(architecture, model_args),
+        *_gate_section(architecture, model_args, init_from),
         "## Results", "",
     ]
     if evaluation is not None and evaluation.entries:

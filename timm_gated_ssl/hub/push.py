@@ -198,6 +198,7 @@ def stage_checkpoint(
         license=license,
         ssl_method=ssl_method,
         tradeoff_plot=TRADEOFF_PLOT if (folder / TRADEOFF_PLOT).is_file() else None,
+        init_from=config.get("init_from"),
     )
     card.save(folder / "README.md")
     return tuple(sorted(p.name for p in folder.iterdir() if p.is_file()))
