@@ -97,9 +97,10 @@ class DualSSLModel(nn.Module):
             teacher); needs ``gating``. Dense-only terms (``pairing="anchored"``'s extra pair, a
             dense warm-up step) then train the SSL heads alone.
         ssl_weight: Weight of the SSL term (>= 0; 1 is the paper). 0 needs ``gating``,
-            ``distill`` on ``"features"`` and the ``asymmetric`` pairing: each step is then the gated pass and the
-            (detached) dense pass of the same view, ``distill + budget``; the SSL heads are frozen
-            and no dense-only step is allowed (it would have nothing to train).
+            ``distill`` on ``"features"`` and the ``asymmetric`` pairing: each step is then the
+            gated pass and the (detached) dense pass of the same view, ``distill + budget``; the
+            SSL heads are frozen and no dense-only step is allowed (it would have nothing to
+            train).
     """
 
     def __init__(
@@ -234,7 +235,8 @@ class DualSSLModel(nn.Module):
             targets = {"target_a": self._target(view_gated), "target_b": self._target(view_dense)}
         if not (self.gating and gating_active):
             ssl = self.objective(self._pass(view_gated, "dense"), self._pass(view_dense, "dense"), **targets)
-            return StepOutput(ssl.loss, {"ssl": ssl.loss.detach(), **ssl.terms})
+            loss = self.ssl_weight * ssl.loss
+            return StepOutput(loss, {"ssl": loss.detach(), **ssl.terms})
 
         if self.training:
             set_gate_noise(self.backbone, gate_noise_scale(self.noise_schedule, progress or 0.0))
