@@ -114,7 +114,7 @@ def accuracy_part(runs_dir: Path, out: Path, *, runs: tuple[str, ...] = RUNS) ->
                                    "mac_fraction": export.mac_fraction}
         rows.append({"run": name, "gate_type": gate_type, "budget": budget,
                      "gated": entry["gated_calibrated"], "fixed": entry["fixed"], "dense": entry["dense"],
-                     "norm_batches_check": norms, "seconds": round(time.time() - start, 1)})
+                     "norm_batches_check": norms, "seconds": round(time.time() - start, 1), "command": _command()})
         write_json(out / "accuracy.json", {"runs_dir": str(runs_dir), "rows": rows, "command": _command()})
     return {"rows": rows}
 
@@ -272,6 +272,16 @@ def _replace(path: Path, markers: tuple[str, str], body: str) -> None:
     print(f"updated {path}")
 
 
+def merge_rows(new: dict[str, Any] | None, old: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The accuracy part with ``old``'s rows of runs that ``new`` did not measure, each row keeping
+    the command that measured it (rows published before rows carried one take their part's)."""
+    if new is None or old is None:
+        return new or old
+    measured = {r["run"] for r in new["rows"]}
+    kept = [{**r, "command": r.get("command", old.get("command"))} for r in old["rows"] if r["run"] not in measured]
+    return {**new, "rows": kept + new["rows"]}
+
+
 def report(out: Path, *, publish: bool) -> None:
     def load(name: str) -> dict[str, Any] | None:
         path = out / name
@@ -279,9 +289,9 @@ def report(out: Path, *, publish: bool) -> None:
 
     accuracy, latency = load("accuracy.json"), load("latency.json")
     published = ROOT / "docs/results/fixed_budget.json"
-    if publish and published.is_file():  # keep the published part that was not rerun
+    if publish and published.is_file():  # keep the published part, and accuracy rows, that were not rerun
         old = json.loads(published.read_text())
-        accuracy, latency = accuracy or old.get("accuracy"), latency or old.get("latency")
+        accuracy, latency = merge_rows(accuracy, old.get("accuracy")), latency or old.get("latency")
     found = aims(accuracy, latency)
     tables = {"results": (accuracy_table(accuracy) if accuracy else "(accuracy part not run)") + "\n\n" + aims_table(
         [a for a in found if "latency" not in a["aim"]]),

@@ -68,3 +68,14 @@ def test_an_aim_without_its_run_is_listed_as_not_measured(bench: ModuleType) -> 
     assert "| width fixed-budget linear >= dynamic gated - 1.0 at t_d 0.5 | - | not measured |" in bench.aims_table(
         list(found.values()))
 
+
+
+def test_published_accuracy_rows_are_kept_beside_new_ones(bench: ModuleType) -> None:
+    old = {"rows": [_row("width_td0.3_s2", "width", 0.3, 84.8, 85.1, 0.296),
+                    _row("width_td0.5", "width", 0.5, 84.0, 83.0, 0.5)], "command": "python old"}
+    new = {"rows": [{**_row("width_td0.5", "width", 0.5, 85.0, 84.8, 0.49), "command": "python new"}]}
+    merged = bench.merge_rows(new, old)
+    assert [(r["run"], r["command"]) for r in merged["rows"]] == [("width_td0.3_s2", "python old"),
+                                                                  ("width_td0.5", "python new")]
+    assert merged["rows"][1]["fixed"]["linear_top1"] == 84.8  # the new measurement replaces the old one
+    assert bench.merge_rows(None, old) is old and bench.merge_rows(new, None) is new
