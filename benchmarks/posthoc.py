@@ -1,10 +1,12 @@
 """Post-hoc gating on Fashion-MNIST: gate a trained dense SSL encoder (``--init_from``) in a fraction
 of its pretraining, against co-training from scratch for the same total steps (docs/posthoc.md).
 
-Runs (ResNet-18 CIFAR stem, 28 px, the recipe of ``benchmarks/reproduce_small.py``; one seed):
+Runs (ResNet-18 CIFAR stem, 28 px, the recipe of ``benchmarks/reproduce_small.py``; a ``_s<N>``
+suffix trains with seed N):
 
 * ``init_vanilla``: the dense encoder to gate: vanilla VICReg, the reproduction's ``pilot``
-  protocol (120 steps of 256);
+  protocol (120 steps of 256); ``init_supervised``: cross-entropy on the labels, same images, steps
+  and size (``benchmarks/_supervised_init.py``);
 * ``posthoc_td{0.3,0.5}``: schedule (a), ``--init_from`` that encoder with the library's default
   co-training, 30 steps (25 % of the init's), lr 0.05 per 256 with a 0.3-epoch warm-up (lr 0.2
   with a 0.1-epoch warm-up, the first try, turned the loss to NaN at step 9);
@@ -12,16 +14,21 @@ Runs (ResNet-18 CIFAR stem, 28 px, the recipe of ``benchmarks/reproduce_small.py
   dense mode and stays it; only gates, gated-mode norms and the projector train (lr 0.05: 0.1 turned
   the loss to NaN at step 17, as 0.2 did for (a));
 * ``frozen_distill_td0.3``: (b) plus (c), a small distillation weight (0.5; the cosine form is in
-  [0, 2]) from the dense features of the same view;
-* ``frozen_width_td0.3``: (b) with width gates (8 levels) instead of channel gates;
-* ``scratch_td0.3``: co-training from a random init for the same 150 total steps.
+  [0, 2]) from the dense features of the same view; ``frozen_width_td0.3``: (b) with width gates;
+* ``distill_td{0.3,0.5}`` (channel gates), ``distill_width_td{0.3,0.5}`` (width gates, 8 levels):
+  schedule (d), the post-hoc recipe (``DISTILL``): (b) and (c) with the SSL term off and AdamW;
+  ``distill_width_lr*_td0.3``: its learning rate swept; ``distill_width_short_td0.3``: 12 steps
+  (10 % of the init's); ``sup_distill_width_td{0.3,0.5}``: from ``init_supervised``;
+* ``scratch_td0.3``, ``scratch_width_td0.3``: co-training from a random init for the same 150
+  total steps (the init's 120 + 30).
 
 Each run is evaluated as in the reproduction (linear probe on 10k labelled training images, mean of
 5 probe seeds; MAC fraction on the 10k test images before and after calibration). The aims are
 computed from the runs and written with them to ``docs/results/posthoc.json`` (``--publish``).
 
 Usage:
-    python benchmarks/posthoc.py                 # train, evaluate, report (about 30 min on 2 cores)
+    python benchmarks/posthoc.py --runs init_vanilla distill_width_td0.3   # train, evaluate, report
+    # (a 30-step run takes under a minute on 2 cores, its evaluation about 4; a 150-step run 6)
     python benchmarks/posthoc.py --phase report --publish
 """
 
