@@ -47,6 +47,41 @@ def test_aims_from_rows(bench: ModuleType) -> None:
     assert found["distill_width_td0.3_s1: gated - scratch_width_td0.3 gated at equal total steps (linear)"] == (-0.1, False)
 
 
+def test_schedule_a_and_b_aims_against_hand_computed_values(bench: ModuleType) -> None:
+    rows = {"init_vanilla": _row("init_vanilla", 84.0, budget=None),
+            "posthoc_td0.3": _row("posthoc_td0.3", 83.7, 83.2, 0.335),
+            "frozen_td0.5": _row("frozen_td0.5", 84.0, 82.5, 0.49, budget=0.5),
+            "frozen_td0.3": _row("frozen_td0.3", 83.9, 83.0, 0.31),
+            "scratch_td0.3": _row("scratch_td0.3", 83.0, 81.9, 0.29)}
+    found = {a["aim"]: a for a in bench.aims(rows)}
+    gap = found["posthoc_td0.3: gated - init dense (linear)"]
+    assert gap["value"] == -0.8 and gap["met"]  # 83.2 - 84.0
+    drift = found["posthoc_td0.3: dense - init dense (linear)"]
+    assert drift["value"] == -0.3 and drift["met"]
+    mac = found["posthoc_td0.3: MAC fraction before calibration - t_d"]
+    assert mac["value"] == 0.035 and not mac["met"]  # 0.335 is 0.035 over 0.3
+    equal = found["posthoc_td0.3: gated - scratch_td0.3 gated at equal total steps (linear)"]
+    assert equal["value"] == 1.3 and equal["met"]
+    # a frozen dense mode must be the init's exactly: -0.1 is within the co-training margin, not here
+    assert found["frozen_td0.3: dense - init dense (linear)"]["value"] == -0.1
+    assert not found["frozen_td0.3: dense - init dense (linear)"]["met"]
+    assert found["frozen_td0.5: dense - init dense (linear)"]["met"]  # 84.0 == 84.0
+    assert not found["frozen_td0.5: gated - init dense (linear)"]["met"]  # -1.5
+    assert "frozen_td0.5: gated - scratch_td0.3 gated at equal total steps (linear)" not in found  # t_d 0.3 only
+    assert len(found) == 4 + 4 + 3
+
+
+def test_supervised_runs_are_judged_against_their_own_init(bench: ModuleType) -> None:
+    rows = {"init_vanilla": _row("init_vanilla", 83.5, budget=None),
+            "init_supervised": _row("init_supervised", 88.0, budget=None),
+            "sup_distill_width_td0.3": _row("sup_distill_width_td0.3", 88.0, 87.5, 0.3),
+            "scratch_width_td0.3": _row("scratch_width_td0.3", 82.0, 82.5, 0.30)}
+    found = {a["aim"]: a["value"] for a in bench.aims(rows)}
+    assert found == {"sup_distill_width_td0.3: gated - init dense (linear)": -0.5,
+                     "sup_distill_width_td0.3: dense - init dense (linear)": 0.0,
+                     "sup_distill_width_td0.3: MAC fraction before calibration - t_d": 0.0}  # no scratch pair
+
+
 def test_seeds_and_unknown_runs(bench: ModuleType) -> None:
     sizes, args, seed = bench.spec("distill_width_td0.3_s2")
     assert seed == 2 and "--freeze_dense" in args and sizes == bench.POSTHOC_STEPS
