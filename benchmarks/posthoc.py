@@ -61,7 +61,7 @@ DISTILL = [
     "--warmup_epochs", "0.3", "--optimizer", "adamw", "--lr", DISTILL_LR, "--weight_decay", "0",
     "--init_from", "INIT", "--freeze_dense", "true", "--ssl_weight", "0", "--distill_weight", "1", *KEEP,
 ]
-"""Schedule (d), the post-hoc recipe (``recipes/configs/posthoc_width_td0{3,5}.yaml``): the frozen
+"""Schedule (d), the post-hoc recipe (``recipes/configs/posthoc_width_td03.yaml`` (and ``_td05``)): the frozen
 teacher, distillation of its features of the same view and the budget terms alone, no projector,
 AdamW (LARS's trust ratio moves the gates about 0.1 % a step: too slow for 30 steps)."""
 WIDTH = ["--model_kwargs", "{gate_type: width, gate_levels: 8}"]
