@@ -165,7 +165,8 @@ class PretrainConfig(RecipeConfig):
     RANGES: ClassVar[dict[str, Range]] = {
         "projector_hidden_dim": at_least(1), "projector_out_dim": at_least(1),
         "budget_weight": at_least(0), "bound_weight": at_least(0), "bound_decay": at_least(0),
-        "bound_alpha": at_least(0), "distill_weight": at_least(0), "ssl_weight": at_least(0), "dense_warmup_epochs": at_least(0),
+        "bound_alpha": at_least(0), "distill_weight": at_least(0), "ssl_weight": at_least(0),
+        "dense_warmup_epochs": at_least(0),
         "byol_momentum": (0, True, 1, False), "simclr_temperature": above(0),
         "image_size": at_least(1), "blur_prob_gated": (0, True, 1, True), "blur_prob_dense": (0, True, 1, True),
         "train_subset": at_least(1), "num_workers": at_least(0), "epochs": at_least(1),
@@ -226,25 +227,24 @@ class PretrainConfig(RecipeConfig):
             )
 
     def _check_freeze_dense(self) -> None:
-        wrong = {"gating": self.gating is not True, "init_from": self.init_from is None}
-        bad = [k for k, v in wrong.items() if v]
-        if bad:
-            raise ConfigError(
-                "freeze_dense: true keeps the dense mode of a trained encoder and trains only the gated mode: it "
-                "needs gating: true and init_from (the encoder); got " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
-            )
+        self._refuse_unless(
+            "freeze_dense: true keeps the dense mode of a trained encoder and trains only the gated mode: it "
+            "needs gating: true and init_from (the encoder)",
+            gating=self.gating is not True, init_from=self.init_from is None)
 
     def _check_distill_only(self) -> None:
-        wrong = {"gating": self.gating is not True, "distill_weight": self.distill_weight == 0,
-                 "distill_on": self.distill_on != "features", "pairing": self.pairing != "asymmetric",
-                 "dense_warmup_epochs": self.dense_warmup_epochs > 0}
+        self._refuse_unless(
+            "ssl_weight: 0 trains the gated mode by distilling the dense features alone: it needs gating: true, "
+            "distill_weight > 0, distill_on: features, pairing: asymmetric and dense_warmup_epochs: 0",
+            gating=self.gating is not True, distill_weight=self.distill_weight == 0,
+            distill_on=self.distill_on != "features", pairing=self.pairing != "asymmetric",
+            dense_warmup_epochs=self.dense_warmup_epochs > 0)
+
+    def _refuse_unless(self, requirement: str, **wrong: bool) -> None:
+        """Raise ``requirement`` naming the values of the fields whose ``wrong`` flag is set."""
         bad = [k for k, v in wrong.items() if v]
         if bad:
-            raise ConfigError(
-                "ssl_weight: 0 trains the gated mode by distilling the dense features alone: it needs gating: true, "
-                "distill_weight > 0, distill_on: features, pairing: asymmetric and dense_warmup_epochs: 0; got "
-                + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
-            )
+            raise ConfigError(requirement + "; got " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
 
     def model_args(self) -> dict[str, Any]:
         """``timm.create_model`` keyword arguments of the backbone (recorded in ``config.json``)."""
