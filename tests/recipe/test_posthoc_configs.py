@@ -4,8 +4,6 @@ refused without the encoder to gate, and a working run from a tiny encoder."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -15,7 +13,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import randomize_norms
+from tests.helpers import load_script, randomize_norms
 from tests.recipe.conftest import ROOT, load_shipped_config, weights
 from timm_gated_ssl.errors import ConfigError
 from timm_gated_ssl.recipe import PretrainConfig
@@ -26,12 +24,7 @@ INFRA = {"--overwrite", "--channels_last", "--no_progress"}
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("posthoc", ROOT / "benchmarks" / "posthoc.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/posthoc.py")
 
 
 def _benchmark_config(bench: ModuleType, run: str) -> PretrainConfig:
