@@ -3,7 +3,7 @@ size of the SSL init (ResNet-18 CIFAR stem, 28 px, the first 10,240 training ima
 steps of 256), to show that post-hoc gating works from any dense encoder, not only an SSL one.
 
 A plain loop on purpose (the library's recipes train SSL or heads on a pretrained encoder, not a
-classifier from scratch): SGD with momentum 0.9 and Nesterov, lr 0.1 per 256, one warm-up epoch then
+classifier from scratch): SGD with momentum 0.9 and Nesterov, weight decay 5e-4, lr 0.1 per 256, one warm-up epoch then
 cosine to 0 (timm's scheduler, as the recipes use it), random 28 px crops of the 2-pixel-padded
 image and horizontal flips on tensors, bf16 autocast and channels_last on CPU. The classifier is
 dropped before export: the folder is a dense encoder (``num_classes=0``) as ``init_vanilla`` is.
