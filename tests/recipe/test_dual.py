@@ -205,6 +205,7 @@ def test_ssl_weight_zero_is_distillation_plus_budget_on_one_view() -> None:
 def test_ssl_weight_zero_freezes_the_heads_and_trains_the_backbone() -> None:
     model = dual(distill=FeatureDistillLoss(), ssl_weight=0.0).train()
     assert not any(p.requires_grad for p in model.objective.parameters())
+    assert dual(distill=FeatureDistillLoss(), ssl_weight=0.0, momentum_target=True).target is None  # no BYOL copy
     model(*views(), progress=0.1).loss.backward()
     gate = next(iter_gates(model.backbone))[1]
     assert all(p.grad is not None for p in gate.parameters())

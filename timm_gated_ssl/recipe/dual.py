@@ -162,7 +162,7 @@ class DualSSLModel(nn.Module):
         if self.ssl_weight == 0:  # the heads take no part: frozen, so that DDP and the optimizer skip them
             objective.requires_grad_(False)
         self.target: MomentumEncoder | None = None
-        if momentum_target:
+        if momentum_target and self.ssl_weight != 0:  # the target serves the SSL term alone
             target = nn.ModuleDict({
                 "backbone": copy.deepcopy(backbone), "projector": copy.deepcopy(objective.projector)
             })
