@@ -238,10 +238,8 @@ class DualSSLModel(nn.Module):
             loss = self.ssl_weight * ssl.loss
             return StepOutput(loss, {"ssl": loss.detach(), **ssl.terms})
 
-        if self.training:
-            set_gate_noise(self.backbone, gate_noise_scale(self.noise_schedule, progress or 0.0))
-        h_gated = self._pass(view_gated, "gated")
-        budgets = [self._budget(view_gated, gate_masks(self.backbone), progress, epoch)]
+        h_gated, budget = self._gated_step(view_gated, progress, epoch)
+        budgets = [budget]
         h_dense = self._pass(view_dense, "dense")
         ssl = self.objective(h_gated, h_dense, **targets)
         losses = [ssl.loss]
@@ -271,13 +269,19 @@ class DualSSLModel(nn.Module):
         mac_ratio = torch.stack([b.mac_ratio for b in budgets]).mean()
         return StepOutput(loss, terms, mac_ratio)
 
-    def _distill_step(self, view: Tensor, progress: float | None, epoch: float | None) -> StepOutput:
-        """``ssl_weight=0``: the gated pass and the dense teacher pass of one view, distillation
-        plus budget (the second view is not used)."""
+    def _gated_step(
+        self, view: Tensor, progress: float | None, epoch: float | None
+    ) -> tuple[Tensor, BudgetLossOutput]:
+        """The gated pass of ``view`` (gate noise set for ``progress`` in training) and its budget terms."""
         if self.training:
             set_gate_noise(self.backbone, gate_noise_scale(self.noise_schedule, progress or 0.0))
         h_gated = self._pass(view, "gated")
-        budget = self._budget(view, gate_masks(self.backbone), progress, epoch)
+        return h_gated, self._budget(view, gate_masks(self.backbone), progress, epoch)
+
+    def _distill_step(self, view: Tensor, progress: float | None, epoch: float | None) -> StepOutput:
+        """``ssl_weight=0``: the gated pass and the dense teacher pass of one view, distillation
+        plus budget (the second view is not used)."""
+        h_gated, budget = self._gated_step(view, progress, epoch)
         with torch.no_grad():
             teacher = self._pass(view, "dense")
         distill = self._distill(h_gated, teacher)
