@@ -42,7 +42,8 @@ from _timing import write_json
 ROOT = Path(__file__).resolve().parents[1]
 MARGIN = 2.0
 MODES = ("dense", "gated")
-MARKERS = ("<!-- finetune:begin -->", "<!-- finetune:end -->")
+MARKERS = ("<!-- finetune:begin -->", "<!-- finetune:end -->")  # docs/finetune.md: tables; README.md: expected
+QUICKSTART = "quickstart (digits, 16 px)"
 LAUNCH = ["-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
           "--dynamo_backend", "no"]
 """Fine-tunes of a Fashion-MNIST reproduction checkpoint: 10k seeded training images (the probe's
@@ -119,7 +120,7 @@ def quickstart(out: Path) -> dict[str, Any]:
     fine = {mode: _finetune(checkpoint, out, f"quickstart_{mode}",
                             ["--config", f"recipes/configs/finetune_quickstart{'' if mode == 'linear' else '_full'}.yaml"],
                             precision="no") for mode in ("linear", "full")}
-    return _row("quickstart (digits, 16 px)", "recipes/evaluate.py --checkpoint runs/quickstart --dataset digits",
+    return _row(QUICKSTART, "recipes/evaluate.py --checkpoint runs/quickstart --dataset digits",
                 probe_of(probe_dir / "results.json"), fine, pretrain=pretrain)
 
 
@@ -198,17 +199,38 @@ def aims_table(found: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def expected(row: dict[str, Any]) -> str:
+    """The README's expected numbers for the quickstart's probe and fine-tunes (measured, not typed)."""
+    probe, fine = row["probe"], row["finetune"]
+
+    def heads(run: dict[str, Any]) -> str:
+        return f"{run['heads']['dense']['top1']:.1f} % dense / {run['heads']['gated']['top1']:.1f} % gated"
+
+    return (f"Expected (measured {row['date']} on 2 CPU cores, `benchmarks/finetune.py`): frozen linear probe "
+            f"{probe['dense']['top1']:.1f} % dense / {probe['gated']['top1']:.1f} % gated; linear evaluation "
+            f"(3 seeds) {heads(fine['linear'])} in {fine['linear']['seconds'] / 60:.0f} min; full fine-tune "
+            f"{heads(fine['full'])} at {fine['full']['heads']['gated']['mac_fraction']:.3f} of the dense MACs in "
+            f"{fine['full']['seconds'] / 60:.0f} min (whole commands, load average at start "
+            f"{fine['linear']['load_average_at_start']:.1f} / {fine['full']['load_average_at_start']:.1f}).")
+
+
+def _replace(path: Path, body: str) -> None:
+    text = path.read_text()
+    start, stop = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
+    path.write_text(text[:start] + "\n" + body + "\n" + text[stop:])
+    print(f"updated {path}")
+
+
 def report(rows: list[dict[str, Any]], *, publish: bool) -> None:
     found = aims(rows)
     text = "\n\n".join([table(rows), times_table(rows), aims_table(found)])
     print(text)
     if publish:
         write_json(ROOT / "docs/results/finetune.json", {"aims": found, "rows": rows, "margin": MARGIN})
-        path = ROOT / "docs/finetune.md"
-        body = path.read_text()
-        start, stop = body.index(MARKERS[0]) + len(MARKERS[0]), body.index(MARKERS[1])
-        path.write_text(body[:start] + "\n" + text + "\n" + body[stop:])
-        print(f"updated {path}")
+        _replace(ROOT / "docs/finetune.md", text)
+        quick = [r for r in rows if r["checkpoint"] == QUICKSTART]
+        if quick:
+            _replace(ROOT / "README.md", expected(quick[0]))
 
 
 def main() -> None:

@@ -71,3 +71,11 @@ def test_tables_show_the_difference_from_the_probe(bench: ModuleType) -> None:
 def test_a_missing_reproduction_run_is_named_with_the_command(bench: ModuleType, tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="reproduce_small.py --protocol main --runs dual_td0.3"):
         bench.fashion_mnist(tmp_path, "dual_td0.3", tmp_path / "out")
+
+
+def test_the_readme_line_names_the_measured_numbers(bench: ModuleType) -> None:
+    row = {**_row(), "date": "2026-12-07"}
+    text = bench.expected(row)
+    assert "probe 80.0 % dense / 75.0 % gated" in text
+    assert "(3 seeds) 78.5 % dense / 72.0 % gated in 1 min" in text
+    assert "full fine-tune 86.0 % dense / 81.2 % gated at 0.300 of the dense MACs" in text
