@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _publish import replace_between
 from _timing import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 MARGIN = 2.0
 MODES = ("dense", "gated")
-MARKERS = ("<!-- finetune:begin -->", "<!-- finetune:end -->")  # docs/finetune.md: tables; README.md: expected
 QUICKSTART = "quickstart (digits, 16 px)"
 LAUNCH = ["-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
           "--dynamo_backend", "no"]
@@ -214,23 +214,16 @@ def expected(row: dict[str, Any]) -> str:
             f"{fine['linear']['load_average_at_start']:.1f} / {fine['full']['load_average_at_start']:.1f}).")
 
 
-def _replace(path: Path, body: str) -> None:
-    text = path.read_text()
-    start, stop = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
-    path.write_text(text[:start] + "\n" + body + "\n" + text[stop:])
-    print(f"updated {path}")
-
-
 def report(rows: list[dict[str, Any]], *, publish: bool) -> None:
     found = aims(rows)
     text = "\n\n".join([table(rows), times_table(rows), aims_table(found)])
     print(text)
     if publish:
         write_json(ROOT / "docs/results/finetune.json", {"aims": found, "rows": rows, "margin": MARGIN})
-        _replace(ROOT / "docs/finetune.md", text)
+        replace_between(ROOT / "docs/finetune.md", "finetune", text)  # the tables
         quick = [r for r in rows if r["checkpoint"] == QUICKSTART]
         if quick:
-            _replace(ROOT / "README.md", expected(quick[0]))
+            replace_between(ROOT / "README.md", "finetune", expected(quick[0]))
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _data import eval_images
+from _publish import replace_between
 from _timing import interleaved_ratios, ort_session, write_json
 
 import timm_gated_ssl  # noqa: F401  (registers the gated models)
@@ -57,8 +58,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 AIM_BUDGETS = (0.3, 0.5)
 """Budgets at which the issue's accuracy aim (width fixed-budget >= dynamic gated - 1.0) applies."""
-MARKERS = {"results": ("<!-- fixed_budget:begin -->", "<!-- fixed_budget:end -->"),
-           "speed": ("<!-- fixed_budget_speed:begin -->", "<!-- fixed_budget_speed:end -->")}
 
 
 # ---------------------------------------------------------------------------------- accuracy
@@ -264,14 +263,6 @@ def _command() -> str:
     return "python benchmarks/fixed_budget.py " + shlex.join(sys.argv[1:])
 
 
-def _replace(path: Path, markers: tuple[str, str], body: str) -> None:
-    text = path.read_text()
-    begin, end = markers
-    start, stop = text.index(begin) + len(begin), text.index(end)
-    path.write_text(text[:start] + "\n" + body + "\n" + text[stop:])
-    print(f"updated {path}")
-
-
 def merge_rows(new: dict[str, Any] | None, old: dict[str, Any] | None) -> dict[str, Any] | None:
     """The accuracy part with ``old``'s rows of runs that ``new`` did not measure, each row keeping
     the command that measured it (rows published before rows carried one take their part's)."""
@@ -300,8 +291,8 @@ def report(out: Path, *, publish: bool) -> None:
     print(tables["results"], "\n", tables["speed"], sep="\n")
     if publish:
         write_json(published, {"aims": found, "accuracy": accuracy, "latency": latency, "command": _command()})
-        _replace(ROOT / "docs/results.md", MARKERS["results"], tables["results"])
-        _replace(ROOT / "docs/speed.md", MARKERS["speed"], tables["speed"])
+        replace_between(ROOT / "docs/results.md", "fixed_budget", tables["results"])
+        replace_between(ROOT / "docs/speed.md", "fixed_budget_speed", tables["speed"])
 
 
 def main() -> None:

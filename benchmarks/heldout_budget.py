@@ -26,12 +26,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _photos import build_photo_crops
+from _publish import replace_between
 from _timing import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET, TOLERANCE = 0.3, 0.05
 FLAGS = ["--config", "recipes/configs/quickstart.yaml", "--image_size", "32", "--batch_size", "64", "--epochs", "6"]
-MARKERS = ("<!-- heldout_budget:begin -->", "<!-- heldout_budget:end -->")
 
 
 def run(photos: Path, out: Path, seed: int) -> dict[str, Any]:
@@ -93,11 +93,7 @@ def main() -> None:
     write_json(out / "heldout_budget.json", payload)
     if args.publish:
         write_json(ROOT / "docs/results/heldout_budget.json", payload)
-        doc = ROOT / "docs/training.md"
-        body = doc.read_text()
-        start, stop = body.index(MARKERS[0]) + len(MARKERS[0]), body.index(MARKERS[1])
-        doc.write_text(body[:start] + "\n" + text + "\n" + body[stop:])
-        print(f"updated {doc}")
+        replace_between(ROOT / "docs/training.md", "heldout_budget", text)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reproduce_small as rs
+from _publish import replace_between
 
 POSTHOC_STEPS = {"train_subset": 7680, "epochs": 1}  # 30 steps of 256: 25 % of the init's 120
 SHORT_STEPS = {"train_subset": 3072, "epochs": 1}  # 12 steps: 10 % of the init's
@@ -90,7 +91,6 @@ def init_of(name: str) -> str:
     """The dense encoder run ``name`` gates."""
     return "init_supervised" if name.startswith("sup_") else "init_vanilla"
 AIM_GAP, AIM_DENSE, AIM_MAC = 1.0, 0.5, 0.03
-BEGIN, END = "<!-- posthoc:begin -->", "<!-- posthoc:end -->"
 """Markers in docs/posthoc.md between which ``--publish`` writes the tables."""
 
 
@@ -249,10 +249,7 @@ def report(out: Path, *, publish: bool) -> None:
                     for name in rows}
         summary = {"aims": found, "runs": list(rows.values()), "commands": commands}
         json_path.write_text(json.dumps(summary, indent=1) + "\n")
-        doc = ROOT / "docs" / "posthoc.md"
-        text = doc.read_text()
-        start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-        doc.write_text(text[:start] + "\n" + table(rows, found) + "\n" + text[end:])
+        replace_between(ROOT / "docs" / "posthoc.md", "posthoc", table(rows, found))
 
 
 def main() -> None:

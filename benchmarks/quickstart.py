@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _publish import replace_between
 from _timing import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-MARKERS = ("<!-- quickstart:begin -->", "<!-- quickstart:end -->")
 
 
 def run(output: Path) -> dict:
@@ -61,11 +61,7 @@ def main() -> None:
     print(text)
     if args.publish:
         write_json(ROOT / "docs/results/quickstart.json", result)
-        readme = ROOT / "README.md"
-        body = readme.read_text()
-        start, stop = body.index(MARKERS[0]) + len(MARKERS[0]), body.index(MARKERS[1])
-        readme.write_text(body[:start] + "\n" + text + "\n" + body[stop:])
-        print(f"updated {readme}")
+        replace_between(ROOT / "README.md", "quickstart", text)
 
 
 if __name__ == "__main__":

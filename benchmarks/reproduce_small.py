@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _seeds
+from _publish import replace_between
 
 if TYPE_CHECKING:
     from timm_gated_ssl.results import TradeoffPoint
@@ -480,11 +481,7 @@ def report(out: Path, *, publish: bool) -> None:
     if publish:
         docs = ROOT / "docs"
         (docs / "results" / "reproduce_small.json").write_text(json.dumps(summary, indent=1))
-        page = (docs / "results.md").read_text()
-        begin, end = "<!-- reproduce_small:begin -->", "<!-- reproduce_small:end -->"
-        head, rest = page.split(begin, 1)
-        page = head + begin + "\n" + text + rest[rest.index(end):]
-        (docs / "results.md").write_text(page)
+        replace_between(docs / "results.md", "reproduce_small", text)
         plot(rows, docs / "results" / "tradeoff.png")
         logs = docs / "results" / "reproduce_small_logs"
         logs.mkdir(exist_ok=True)

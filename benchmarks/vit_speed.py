@@ -41,6 +41,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _publish import replace_between
 from _timing import interleaved_ratios, write_json
 
 import timm_gated_ssl  # noqa: F401  (registers the gated models)
@@ -56,7 +57,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"model": "vit_tiny_patch16_224", "size": 64, "levels": 3, "batches": (4,), "repeats": 1, "calib": 8},
 }
 TARGET = 1.5
-MARKERS = ("<!-- vit_speed:begin -->", "<!-- vit_speed:end -->")
 """ToMe's published off-the-shelf numbers (facebookresearch/ToMe README, "Using timm models": timm
 ViT-S/16 AugReg weights, ImageNet-1k val, a V100), quoted beside ours; no code of it is used here."""
 TOME = {"model": "ViT-S/16 (timm), ToMe r=13, off the shelf", "device": "V100", "plain_images_per_s": 953,
@@ -176,11 +176,7 @@ def publish(payload: dict[str, Any]) -> None:
                     f"[{path.relative_to(ROOT / 'docs').as_posix()}]({path.relative_to(ROOT / 'docs').as_posix()})):"
                     f"\n\n{table(r)}\n")
     text = "\n".join(rows) + "\n" + tome_line()
-    doc = ROOT / "docs" / "speed.md"
-    body = doc.read_text()
-    start, stop = body.index(MARKERS[0]) + len(MARKERS[0]), body.index(MARKERS[1])
-    doc.write_text(body[:start] + "\n" + text + "\n" + body[stop:])
-    print(f"updated {doc}")
+    replace_between(ROOT / "docs" / "speed.md", "vit_speed", text)
 
 
 def main() -> None:
