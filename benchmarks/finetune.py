@@ -199,6 +199,11 @@ def aims_table(found: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _minutes(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
 def expected(row: dict[str, Any]) -> str:
     """The README's expected numbers for the quickstart's probe and fine-tunes (measured, not typed)."""
     probe, fine = row["probe"], row["finetune"]
@@ -208,9 +213,9 @@ def expected(row: dict[str, Any]) -> str:
 
     return (f"Expected (measured {row['date']} on 2 CPU cores, `benchmarks/finetune.py`): frozen linear probe "
             f"{probe['dense']['top1']:.1f} % dense / {probe['gated']['top1']:.1f} % gated; linear evaluation "
-            f"(3 seeds) {heads(fine['linear'])} in {fine['linear']['seconds'] / 60:.0f} min; full fine-tune "
+            f"(3 seeds) {heads(fine['linear'])} in {_minutes(fine['linear']['seconds'])}; full fine-tune "
             f"{heads(fine['full'])} at {fine['full']['heads']['gated']['mac_fraction']:.3f} of the dense MACs in "
-            f"{fine['full']['seconds'] / 60:.0f} min (whole commands, load average at start "
+            f"{_minutes(fine['full']['seconds'])} (whole commands, load average at start "
             f"{fine['linear']['load_average_at_start']:.1f} / {fine['full']['load_average_at_start']:.1f}).")
 
 

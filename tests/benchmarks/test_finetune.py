@@ -77,5 +77,5 @@ def test_the_readme_line_names_the_measured_numbers(bench: ModuleType) -> None:
     row = {**_row(), "date": "2026-12-07"}
     text = bench.expected(row)
     assert "probe 80.0 % dense / 75.0 % gated" in text
-    assert "(3 seeds) 78.5 % dense / 72.0 % gated in 1 min" in text
+    assert "(3 seeds) 78.5 % dense / 72.0 % gated in 1 min 10 s" in text
     assert "full fine-tune 86.0 % dense / 81.2 % gated at 0.300 of the dense MACs" in text
