@@ -203,7 +203,7 @@ def main() -> None:
         print(f"{aim['aim']}: {aim['value']} ({'met' if aim['met'] else 'missed'})")
     payload = {
         "preset": args.preset, "threads": args.threads, "device": str(device), "dtype": args.dtype,
-        "device_name": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
+        "device_name": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {platform.machine()}",
         "torch": torch.__version__, "timm": timm.__version__, "platform": platform.platform(),
         "command": "python benchmarks/vit_speed.py " + " ".join(sys.argv[1:]), "aims": found, "result": result,
     }
