@@ -100,7 +100,7 @@ def build(preset: dict[str, Any], budget: float, device: torch.device) -> dict[s
     with timm_gated_ssl.gate_mode(gated, "gated"):
         fast = compact(gated)
     return {"plain": plain.to(device), "compact": fast.to(device), "fixed": export.model.eval().to(device),
-            "info": info, "gated": gated}
+            "info": info}
 
 
 def measure(preset: dict[str, Any], *, budget: float, device: torch.device, dtype: str) -> dict[str, Any]:
