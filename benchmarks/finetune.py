@@ -38,6 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _publish import replace_between
+from quickstart import run as run_quickstart
 from _timing import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,10 +110,8 @@ def quickstart(out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "quickstart"
     pretrain = None
-    if not (checkpoint / "model.safetensors").is_file():
-        pretrain = _run([sys.executable, *LAUNCH, "--mixed_precision", "no", "recipes/pretrain.py", "--config",
-                         "recipes/configs/quickstart.yaml", "--output_dir", str(checkpoint), "--overwrite",
-                         "--no_progress"], out / "quickstart.log")
+    if not (checkpoint / "model.safetensors").is_file():  # the README's command, as benchmarks/quickstart.py runs it
+        pretrain = run_quickstart(checkpoint)
     probe_dir = checkpoint / "eval"
     if not (probe_dir / "results.json").is_file():
         _run([sys.executable, "recipes/evaluate.py", "--checkpoint", str(checkpoint), "--dataset", "digits",
