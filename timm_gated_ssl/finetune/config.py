@@ -13,6 +13,7 @@ from typing import ClassVar
 
 from ..errors import ConfigError, check_budget
 from ..recipe.config_base import Range, RecipeConfig, above, at_least, check_schedule
+from ..recipe.dual import NOISE_SCHEDULES
 
 __all__ = ["MODES", "OPTIMIZERS", "FinetuneConfig"]
 
@@ -49,6 +50,9 @@ class FinetuneConfig(RecipeConfig):
             losses in ``full`` mode. The bound loss is off by default: it pins every block near
             ``sqrt(t_d)`` at epoch 0, a device for training gates from scratch that would undo the
             pretrained per-block allocation.
+        gate_noise_schedule: The gates' training noise in ``full`` mode: ``cosine`` (default,
+            as in pretraining: annealed from 1 to 0, so the last steps train the deterministic
+            masks the test split runs) or ``constant`` (the paper's scale 1 throughout).
     Optimisation:
         epochs, batch_size (per process), lr (for a total batch of 256; scaled linearly),
         weight_decay, momentum, optimizer (sgd = Nesterov SGD as timm's, momentum, adamw, lars),
@@ -80,6 +84,7 @@ class FinetuneConfig(RecipeConfig):
     budget_weight: float = 5.0
     bound_weight: float = 0.0
     bound_alpha: float = 0.02
+    gate_noise_schedule: str = "cosine"
 
     epochs: int = 100
     batch_size: int = 256
@@ -107,7 +112,8 @@ class FinetuneConfig(RecipeConfig):
         "momentum": (0, True, 1, False), "budget_weight": at_least(0), "bound_weight": at_least(0),
         "bound_alpha": at_least(0), "seeds": (0, True, 2**32 - 1, True),
     }
-    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"mode": MODES, "optimizer": OPTIMIZERS}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"mode": MODES, "optimizer": OPTIMIZERS,
+                                                     "gate_noise_schedule": NOISE_SCHEDULES}
     NON_EMPTY: ClassVar[tuple[str, ...]] = (
         "checkpoint", "dataset", "data_dir", "hub_id", "train_split", "test_split",
     )

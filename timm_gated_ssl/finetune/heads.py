@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attach import gate_masks, gate_mode, has_gates
+from ..attach import gate_masks, gate_mode, has_gates, set_gate_noise
 from ..budget import BudgetLoss
 from ..calibration import budget_key, gate_offset, set_gate_offset
 from ..compute import cost_table
 from ..eval.features import extract_features
-from ..recipe.dual import StepOutput
+from ..recipe.dual import StepOutput, gate_noise_scale
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -167,17 +167,26 @@ class DualClassifier(nn.Module):
         num_classes: Classes of the heads.
         budget_loss: ``lambda * (F_g/F_d - t_d)^2 + gamma * L_bound`` on the gated pass.
         label_smoothing: Of both cross-entropies.
+        noise_schedule: The gates' training noise over the fine-tune
+            (:func:`~timm_gated_ssl.recipe.dual.gate_noise_scale` of ``progress``): ``cosine``
+            anneals it from 1 to 0 as pretraining does, so that the last steps train the
+            deterministic masks the test split runs; ``constant`` keeps the paper's scale 1
+            throughout (a gated head then trains on masks it never sees at inference).
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, budget_loss: BudgetLoss,
-                 label_smoothing: float = 0.0) -> None:
+                 label_smoothing: float = 0.0, noise_schedule: str = "cosine") -> None:
         super().__init__()
+        gate_noise_scale(noise_schedule, 0.0)  # validates the name
+        self.noise_schedule = noise_schedule
         self.backbone = backbone
         specs = [HeadSpec("dense", "dense"), HeadSpec("gated", "gated")]
         self.heads = LinearHeads(specs, backbone.num_features, num_classes, label_smoothing=label_smoothing)
         self.budget_loss = budget_loss
 
     def forward(self, images: Tensor, labels: Tensor, *, epoch: float = 0.0, progress: float = 0.0) -> StepOutput:
+        if self.training:
+            set_gate_noise(self.backbone, gate_noise_scale(self.noise_schedule, progress))
         with gate_mode(self.backbone, "gated"):
             gated = pooled_features(self.backbone, images)
         with gate_mode(self.backbone, "dense"):

@@ -62,7 +62,8 @@ def full_phase(backbone: nn.Module, config: FinetuneConfig, *, num_classes: int,
     budget_loss = BudgetLoss(target, compute_weight=config.budget_weight, bound_weight=config.bound_weight,
                              bound_schedule="epoch", alpha=config.bound_alpha)
     model: nn.Module = DualClassifier(backbone, num_classes, budget_loss=budget_loss,
-                                      label_smoothing=config.label_smoothing)
+                                      label_smoothing=config.label_smoothing,
+                                      noise_schedule=config.gate_noise_schedule)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = convert_sync_batchnorm(model)
     return model
