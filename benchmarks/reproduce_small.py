@@ -123,8 +123,9 @@ def split_name(name: str, runs: dict[str, Any] | None = None) -> tuple[str, int]
     return base, seed
 
 
-def budget_of(name: str) -> float | None:
-    args = RUNS[split_name(name)[0]]
+def budget_of(name: str, runs: dict[str, list[str]] | None = None) -> float | None:
+    runs = RUNS if runs is None else runs
+    args = runs[split_name(name, runs)[0]]
     return float(args[args.index("--budget") + 1]) if "--budget" in args else None
 
 
@@ -133,24 +134,29 @@ PRECISIONS = ("bf16", "fp32")
 fast, docs/training.md) or plain fp32 (``accelerate --mixed_precision no``)."""
 
 
-def train_command(name: str, protocol: str, out: Path, *, precision: str = "bf16") -> list[str]:
+def train_command(name: str, protocol: str, out: Path, *, precision: str = "bf16",
+                  runs: dict[str, list[str]] | None = None, common: list[str] | None = None) -> list[str]:
+    """The launch command of run ``name`` (``runs``: ``RUNS``; ``common``: ``COMMON``, the flags
+    every run of the family shares; benchmarks/reproduce_vit.py passes its own)."""
     if precision not in PRECISIONS:
         raise SystemExit(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    base, seed = split_name(name)
+    runs, common = (RUNS if runs is None else runs), (COMMON if common is None else common)
+    base, seed = split_name(name, runs)
     sizes = PROTOCOLS[protocol]
     return [
         sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
         "--mixed_precision", "bf16" if precision == "bf16" else "no", "--num_machines", "1",
         "--dynamo_backend", "no",
         str(ROOT / "recipes" / "pretrain.py"), "--output_dir", str(out / name), "--overwrite",
-        "--channels_last", "--no_progress", "--report_to", "tensorboard", *COMMON,
+        "--channels_last", "--no_progress", "--report_to", "tensorboard", *common,
         "--train_subset", str(sizes["train_subset"]), "--epochs", str(sizes["epochs"]),
-        "--save_every", str(sizes["epochs"]), "--seed", str(seed), *RUNS[base],
+        "--save_every", str(sizes["epochs"]), "--seed", str(seed), *runs[base],
     ]
 
 
-def train(name: str, protocol: str, out: Path, *, precision: str = "bf16") -> None:
-    cmd = train_command(name, protocol, out, precision=precision)
+def train(name: str, protocol: str, out: Path, *, precision: str = "bf16",
+          runs: dict[str, list[str]] | None = None, common: list[str] | None = None) -> None:
+    cmd = train_command(name, protocol, out, precision=precision, runs=runs, common=common)
     print(f"[{time.strftime('%H:%M:%S')}] train {name}: {' '.join(cmd[2:])}", flush=True)
     with open(out / f"{name}.log", "w") as log:
         code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -160,12 +166,13 @@ def train(name: str, protocol: str, out: Path, *, precision: str = "bf16") -> No
     (out / name / "precision.txt").write_text(precision + "\n")  # read back by summarise
 
 
-def evaluate(name: str, protocol: str, out: Path, *, sweep: bool = False) -> dict[str, Any]:
+def evaluate(name: str, protocol: str, out: Path, *, sweep: bool = False,
+             runs: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Evaluate one trained run (dense, gated at its threshold, calibrated to its t_d or ``SWEEP``)."""
     import timm_gated_ssl  # noqa: F401
     from timm_gated_ssl.eval.checkpoint import evaluate_checkpoint
 
-    budget = budget_of(name)
+    budget = budget_of(name, runs)
     budgets: tuple[float, ...] = ()
     if budget is not None:
         budgets = SWEEP if sweep else (budget,)
@@ -204,15 +211,16 @@ def schedule_of(metrics: dict[str, Any]) -> str:
     return "v0.2" if "final_lr" in metrics else "v0.1"
 
 
-def summarise(name: str, protocol: str, out: Path) -> dict[str, Any]:
+def summarise(name: str, protocol: str, out: Path, runs: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """One run's row: its results, metrics, recorded config and training curve."""
     import yaml
 
     result = json.loads((out / f"eval_{name}" / "results.json").read_text())
     metrics = json.loads((out / name / "metrics.json").read_text())
     precision = out / name / "precision.txt"
-    row: dict[str, Any] = {"run": name, "variant": split_name(name)[0], "seed": split_name(name)[1],
-                           "protocol": protocol, "budget": budget_of(name),
+    variant, seed = split_name(name, RUNS if runs is None else runs)
+    row: dict[str, Any] = {"run": name, "variant": variant, "seed": seed,
+                           "protocol": protocol, "budget": budget_of(name, runs),
                            "schedule": schedule_of(metrics),
                            "precision": precision.read_text().strip() if precision.exists() else "bf16",
                            "steps": metrics["steps"], "images_per_s": metrics["images_per_s"],
@@ -243,15 +251,20 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def aims(rows: list[dict[str, Any]], variants: dict[float, str] | None = None) -> list[dict[str, Any]]:
+def aims(rows: list[dict[str, Any]], variants: dict[float, str] | None = None, *,
+         gaps: dict[float, float] | None = None, dense_vs_vanilla: float = AIM_DENSE_VS_VANILLA,
+         mac_before: float = AIM_MAC_BEFORE, mac_after: float | None = AIM_MAC_AFTER) -> list[dict[str, Any]]:
     """The reproduction's aims, computed from the main-protocol runs with the library defaults
     made with the current schedule (``_seeds.current``; older runs are shown, not judged).
 
     ``variants`` maps each budget to the variant whose runs are judged (default: ``dual_td<t_d>``
     at 0.1, 0.3 and 0.5). An aim whose runs have not been made yet is listed with ``value`` and
     ``met`` None and the ``missing`` runs, so the JSON never reads as if it had been measured.
+    The tolerances default to this reproduction's (``AIMS_GAP`` per budget, ...); ``mac_after``
+    None leaves out the after-calibration aim (benchmarks/reproduce_vit.py passes its own).
     """
-    variants = variants or {budget: f"{DEFAULT_VARIANT}_td{budget}" for budget in AIMS_GAP}
+    gaps = AIMS_GAP if gaps is None else gaps
+    variants = variants or {budget: f"{DEFAULT_VARIANT}_td{budget}" for budget in gaps}
     main = _seeds.current(rows)
     vanilla = [r["vanilla"]["linear_top1"] for r in main if r["variant"] == "vanilla"]
     found: list[dict[str, Any]] = []
@@ -261,7 +274,7 @@ def aims(rows: list[dict[str, Any]], variants: dict[float, str] | None = None) -
         found.append({**entry, "missing": missing} if missing else entry)
 
     for budget, name in variants.items():
-        tol = AIMS_GAP[budget]
+        tol = gaps[budget]
         runs = [r for r in main if r["variant"] == name]
         missing = [] if runs else [name]
         dense = _mean([r["dense"]["linear_top1"] for r in runs]) if runs else None
@@ -270,11 +283,12 @@ def aims(rows: list[dict[str, Any]], variants: dict[float, str] | None = None) -
         add(f"gated >= dense - {tol} (linear top-1, t_d {budget})",
             None if dense is None else gated - dense, -tol, gap_ok, missing)
         v = _mean(vanilla) if vanilla else None
-        add(f"dense >= vanilla - {AIM_DENSE_VS_VANILLA} (t_d {budget})",
-            None if dense is None or v is None else dense - v, -AIM_DENSE_VS_VANILLA,
-            None if dense is None or v is None else dense >= v - AIM_DENSE_VS_VANILLA,
+        add(f"dense >= vanilla - {dense_vs_vanilla} (t_d {budget})",
+            None if dense is None or v is None else dense - v, -dense_vs_vanilla,
+            None if dense is None or v is None else dense >= v - dense_vs_vanilla,
             missing + ([] if vanilla else ["vanilla"]))
-        for key, tol_mac, when in (("gated", AIM_MAC_BEFORE, "before"), ("gated_calibrated", AIM_MAC_AFTER, "after")):
+        macs = [("gated", mac_before, "before")] + ([("gated_calibrated", mac_after, "after")] if mac_after else [])
+        for key, tol_mac, when in macs:
             worst = max((r[key]["mac_fraction"] for r in runs), key=lambda f: abs(f - budget)) if runs else None
             add(f"MAC fraction {when} calibration within +-{tol_mac} of {budget}", worst, budget,
                 None if worst is None else abs(worst - budget) <= tol_mac, missing)

@@ -1,0 +1,121 @@
+"""The Fashion-MNIST reproduction with a gated ViT instead of a ResNet (docs/vit.md, "Co-training on
+Fashion-MNIST").
+
+Same protocols, evaluation and report as ``benchmarks/reproduce_small.py`` (whose functions this
+script runs with its own runs and aims): ViT-Ti with 4 px patches at 28 px
+(``gated_vit_tiny_patch4_32`` with ``img_size: 28``: 49 patches + class token), VICReg, the settings
+of ``recipes/configs/fashion_mnist_vicreg_vit_td05.yaml`` (AdamW, lr 5e-4 per 256, weight decay
+0.05), batch 256, bf16 autocast.
+
+Runs (``--runs``; a ``_s<N>`` suffix trains with seed N):
+
+* ``vanilla``: the plain ``vit_tiny_patch4_32``, gating off, the identical recipe;
+* ``dual_td{0.3,0.5}``: channel gates (any subset of heads and MLP units per input);
+* ``width_td0.5``: width gates, 3 levels (a prefix of the 3 heads and of the MLP units; ``RUNS``
+  says why not at t_d 0.3).
+
+Aims (the ViT issue), judged on ``main``-protocol runs with the current schedule: gated >= dense -
+1.5 (linear top-1) at t_d 0.5 and - 2.5 at 0.3; dense >= vanilla - 2.0; MAC fraction within +-0.03
+of t_d before calibration. ``dual_*`` give the verdict; ``width_*`` get the same aims alongside.
+``--phase report --publish`` writes docs/results/reproduce_vit.json (runs, aims) and the tables
+between the ``reproduce_vit`` markers in docs/vit.md.
+
+Usage:
+    python benchmarks/reproduce_vit.py --protocol main --runs vanilla dual_td0.5 dual_td0.5_s1 dual_td0.3
+    python benchmarks/reproduce_vit.py --phase report --publish
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reproduce_small as small
+from _publish import replace_between
+
+ROOT = small.ROOT
+CONFIG = "recipes/configs/fashion_mnist_vicreg_vit_td05.yaml"
+COMMON = ["--config", CONFIG]
+"""Everything but the run's model, gates and budget comes from the config (the protocol's length
+and the seed from ``reproduce_small.train_command``)."""
+WIDTH = "{img_size: 28, gate_type: width, gate_levels: 3}"
+RUNS: dict[str, list[str]] = {
+    "vanilla": ["--model", "vit_tiny_patch4_32", "--gating", "false"],
+    **{f"dual_td{t}": ["--budget", str(t)] for t in (0.3, 0.5)},
+    "width_td0.5": ["--budget", "0.5", "--model_kwargs", WIDTH],
+}
+"""No ``width_td0.3``: ViT-Ti has 3 heads, so width gates have at most 3 levels, and the narrowest
+(one head, a third of the MLP units) still runs 0.335 of the dense MACs at 28 px
+(``timm_gated_ssl.mac_floor``); the recipe refuses the budget."""
+AIMS_GAP = {0.3: 2.5, 0.5: 1.5}
+"""Largest allowed dense - gated linear-probe gap (points) per budget."""
+AIM_DENSE_VS_VANILLA, AIM_MAC_BEFORE = 2.0, 0.03
+JSON_PATH = ROOT / "docs" / "results" / "reproduce_vit.json"
+DOC_PATH, MARKER = ROOT / "docs" / "vit.md", "reproduce_vit"
+
+
+def vit_aims(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The aims of the channel-gated runs (the verdict) and, per budget, the same aims of the
+    width-gated runs."""
+    kwargs = {"gaps": AIMS_GAP, "dense_vs_vanilla": AIM_DENSE_VS_VANILLA, "mac_before": AIM_MAC_BEFORE,
+              "mac_after": None}
+    found = small.aims(rows, {t: f"dual_td{t}" for t in AIMS_GAP}, **kwargs)
+    width = {name: small.aims(rows, {small.budget_of(name, RUNS): name}, **kwargs)
+             for name in RUNS if name.startswith("width_")}
+    return found, {name: entries for name, entries in width.items()
+                   if any(entry["met"] is not None for entry in entries)}
+
+
+def report(out: Path, *, publish: bool) -> dict[str, Any]:
+    """Every run evaluated under ``out`` (plus the published runs it does not hold): tables, aims,
+    JSON; with ``publish`` into docs/."""
+    local = []
+    for protocol in small.PROTOCOLS:
+        base = out / protocol
+        for result in sorted(base.glob("eval_*/results.json")) if base.exists() else []:
+            local.append(small.summarise(result.parent.name.removeprefix("eval_"), protocol, base, RUNS))
+    published = json.loads(JSON_PATH.read_text())["runs"] if JSON_PATH.exists() else []
+    rows = small.merge_rows(local, published)
+    found, width = vit_aims(rows)
+    text = small.tables(rows, found, width, small.seed_spread(rows))
+    print(text)
+    summary = {"aims": found, "width_aims": width, "seed_spread": small.seed_spread(rows), "runs": rows,
+               "protocols": small.PROTOCOLS, "config": CONFIG, "run_args": RUNS}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    if publish:
+        JSON_PATH.write_text(json.dumps(summary, indent=1))
+        replace_between(DOC_PATH, MARKER, text)
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--phase", choices=["train", "evaluate", "all", "report"], default="all")
+    parser.add_argument("--protocol", choices=sorted(small.PROTOCOLS), default="main")
+    parser.add_argument("--runs", nargs="+", default=["vanilla", "dual_td0.5"])
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "out" / "reproduce_vit"))
+    parser.add_argument("--precision", choices=small.PRECISIONS, default="bf16")
+    parser.add_argument("--publish", action="store_true", help="write the docs files (report phase)")
+    args = parser.parse_args()
+    out = Path(args.output)
+    if args.phase == "report":
+        report(out, publish=args.publish)
+        return
+    for name in args.runs:
+        small.split_name(name, RUNS)  # refuse an unknown run before any training
+    base = out / args.protocol
+    base.mkdir(parents=True, exist_ok=True)
+    for name in args.runs:
+        if args.phase in ("train", "all"):
+            small.train(name, args.protocol, base, precision=args.precision, runs=RUNS, common=COMMON)
+        if args.phase in ("evaluate", "all"):
+            small.evaluate(name, args.protocol, base, runs=RUNS)
+
+
+if __name__ == "__main__":
+    main()
