@@ -4,7 +4,7 @@ fine-tune that keeps the gated mode at its budget.
 
     accelerate launch recipes/finetune.py --checkpoint runs/quickstart --dataset digits \
         --output_dir runs/quickstart_linear [--config recipes/configs/finetune_quickstart.yaml] \
-        [--mode linear|full] [--key value ...]
+        [--mode linear|full] [--channels_last] [--key value ...]
 
 Any field of ``timm_gated_ssl.finetune.FinetuneConfig`` can be overridden as ``--key value``
 (``--checkpoint`` and ``--dataset`` are fields too). ``--mode linear``: frozen backbone in eval
@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
         save_training_state(accelerator, output_dir, step, config=record)
 
     backbone.to(accelerator.device)
+    if args.channels_last:
+        backbone.to(memory_format=torch.channels_last)
 
     # ---- heads (+ backbone in full mode)
     specs: list[HeadSpec] = []
@@ -170,6 +172,8 @@ def main(argv: list[str] | None = None) -> None:
                 batches = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
                 model.train()
                 for images, labels in batches:
+                    if args.channels_last:
+                        images = images.contiguous(memory_format=torch.channels_last)
                     epoch_float = state.epoch + state.batch_in_epoch / max(len(loader), 1)
                     out = step(model, backbone, specs, images, labels, mode=config.mode, epoch=epoch_float,
                                progress=state.step / max(total_updates, 1), accelerator=accelerator)

@@ -60,7 +60,6 @@ from timm_gated_ssl.ssl import FeatureDistillLoss, build_ssl_objective, cosine_m
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, PretrainConfig]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_run_arguments(parser, config_name="PretrainConfig")
-    parser.add_argument("--channels_last", action="store_true")
     args, rest = parser.parse_known_args(argv)
     return args, PretrainConfig.load(args.config, rest)
 

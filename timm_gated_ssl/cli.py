@@ -51,6 +51,9 @@ def add_training_run_arguments(parser: argparse.ArgumentParser, *, config_name: 
     parser.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
     parser.add_argument("--cpu", action="store_true", help="force the CPU")
     parser.add_argument("--no_progress", action="store_true")
+    parser.add_argument("--channels_last", action="store_true",
+                        help="NHWC memory format for the backbone and the training batches (faster "
+                             "convolutions on GPUs and with bf16 on CPUs)")
 
 
 def cpu_has_fast_bf16() -> bool:
