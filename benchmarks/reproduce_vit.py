@@ -12,7 +12,8 @@ Runs (``--runs``; a ``_s<N>`` suffix trains with seed N):
 * ``vanilla``: the plain ``vit_tiny_patch4_32``, gating off, the identical recipe;
 * ``dual_td{0.3,0.5}``: channel gates (any subset of heads and MLP units per input);
 * ``width_td0.5``: width gates, 3 levels (a prefix of the 3 heads and of the MLP units; ``RUNS``
-  says why not at t_d 0.3).
+  says why not at t_d 0.3);
+* ``lr2e-3_td0.5``: ``dual_td0.5`` at 4x the config's learning rate (the config's search).
 
 Aims (the ViT issue), judged on ``main``-protocol runs with the current schedule: gated >= dense -
 1.5 (linear top-1) at t_d 0.5 and - 2.5 at 0.3; dense >= vanilla - 2.0; MAC fraction within +-0.03
@@ -47,6 +48,7 @@ RUNS: dict[str, list[str]] = {
     "vanilla": ["--model", "vit_tiny_patch4_32", "--gating", "false"],
     **{f"dual_td{t}": ["--budget", str(t)] for t in (0.3, 0.5)},
     "width_td0.5": ["--budget", "0.5", "--model_kwargs", WIDTH],
+    "lr2e-3_td0.5": ["--budget", "0.5", "--lr", "0.002"],
 }
 """No ``width_td0.3``: ViT-Ti has 3 heads, so width gates have at most 3 levels, and the narrowest
 (one head, a third of the MLP units) still runs 0.335 of the dense MACs at 28 px
