@@ -218,7 +218,7 @@ def summarise(name: str, protocol: str, out: Path, runs: dict[str, list[str]] | 
     result = json.loads((out / f"eval_{name}" / "results.json").read_text())
     metrics = json.loads((out / name / "metrics.json").read_text())
     precision = out / name / "precision.txt"
-    variant, seed = split_name(name, RUNS if runs is None else runs)
+    variant, seed = split_name(name, runs)
     row: dict[str, Any] = {"run": name, "variant": variant, "seed": seed,
                            "protocol": protocol, "budget": budget_of(name, runs),
                            "schedule": schedule_of(metrics),
@@ -472,17 +472,22 @@ def merge_rows(local: list[dict[str, Any]], published: list[dict[str, Any]]) -> 
     return [rows[key] for key in sorted(rows, key=lambda k: (order.get(k[0], len(order)), k[1]))]
 
 
-def report(out: Path, *, publish: bool) -> None:
+def gather_rows(out: Path, published_path: Path, runs: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+    """Every run evaluated under ``out`` (``<protocol>/eval_<run>/``, run names from ``runs``) merged
+    with the runs of the published JSON at ``published_path`` (:func:`merge_rows`)."""
     local = []
     for protocol in PROTOCOLS:
         base = out / protocol
         for result in sorted(base.glob("eval_*/results.json")) if base.exists() else []:
-            local.append(summarise(result.parent.name.removeprefix("eval_"), protocol, base))
-    published_path = ROOT / "docs" / "results" / "reproduce_small.json"
+            local.append(summarise(result.parent.name.removeprefix("eval_"), protocol, base, runs))
     published = json.loads(published_path.read_text())["runs"] if published_path.exists() else []
     rows = merge_rows(local, published)
-    kept = len(rows) - len(local)
-    print(f"{len(local)} runs evaluated under {out}; {kept} kept from {published_path.relative_to(ROOT)}")
+    print(f"{len(local)} runs evaluated under {out}; {len(rows) - len(local)} kept from {published_path.name}")
+    return rows
+
+
+def report(out: Path, *, publish: bool) -> None:
+    rows = gather_rows(out, ROOT / "docs" / "results" / "reproduce_small.json")
     found, others, spread, length = aims(rows), variant_aims(rows), seed_spread(rows), over_length(rows)
     paired = _seeds.paired_gate_types(rows)
     text = SCHEDULE_NOTE + "\n\n" + tables(rows, found, others, spread, length, paired)

@@ -75,17 +75,12 @@ def vit_aims(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str
 def report(out: Path, *, publish: bool) -> dict[str, Any]:
     """Every run evaluated under ``out`` (plus the published runs it does not hold): tables, aims,
     JSON; with ``publish`` into docs/."""
-    local = []
-    for protocol in small.PROTOCOLS:
-        base = out / protocol
-        for result in sorted(base.glob("eval_*/results.json")) if base.exists() else []:
-            local.append(small.summarise(result.parent.name.removeprefix("eval_"), protocol, base, RUNS))
-    published = json.loads(JSON_PATH.read_text())["runs"] if JSON_PATH.exists() else []
-    rows = small.merge_rows(local, published)
+    rows = small.gather_rows(out, JSON_PATH, RUNS)
     found, width = vit_aims(rows)
-    text = small.tables(rows, found, width, small.seed_spread(rows))
+    spread = small.seed_spread(rows)
+    text = small.tables(rows, found, width, spread)
     print(text)
-    summary = {"aims": found, "width_aims": width, "seed_spread": small.seed_spread(rows), "runs": rows,
+    summary = {"aims": found, "width_aims": width, "seed_spread": spread, "runs": rows,
                "protocols": small.PROTOCOLS, "config": CONFIG, "run_args": RUNS}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=1))
