@@ -13,7 +13,8 @@ Runs (``--runs``; a ``_s<N>`` suffix trains with seed N):
 * ``dual_td{0.3,0.5}``: channel gates (any subset of heads and MLP units per input);
 * ``width_td0.5``: width gates, 3 levels (a prefix of the 3 heads and of the MLP units; ``RUNS``
   says why not at t_d 0.3);
-* ``lr2e-3_td0.5``: ``dual_td0.5`` at 4x the config's learning rate (the config's search).
+* ``lr2e-3_td0.5``: ``dual_td0.5`` at 4x the config's learning rate (the config's search);
+* ``gatelr10_td0.5``: ``dual_td0.5`` with the gates alone at 10x the rate (``--gate_lr_scale 10``).
 
 Aims (the ViT issue), judged on ``main``-protocol runs with the current schedule: gated >= dense -
 1.5 (linear top-1) at t_d 0.5 and - 2.5 at 0.3; dense >= vanilla - 2.0; MAC fraction within +-0.03
@@ -49,6 +50,7 @@ RUNS: dict[str, list[str]] = {
     **{f"dual_td{t}": ["--budget", str(t)] for t in (0.3, 0.5)},
     "width_td0.5": ["--budget", "0.5", "--model_kwargs", WIDTH],
     "lr2e-3_td0.5": ["--budget", "0.5", "--lr", "0.002"],
+    "gatelr10_td0.5": ["--budget", "0.5", "--gate_lr_scale", "10"],
 }
 """No ``width_td0.3``: ViT-Ti has 3 heads, so width gates have at most 3 levels, and the narrowest
 (one head, a third of the MLP units) still runs 0.335 of the dense MACs at 28 px

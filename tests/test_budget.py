@@ -170,3 +170,30 @@ def test_param_groups() -> None:
     flat = {id(p) for g in skipped for p in g["params"]}
     assert id(model.conv1.weight) not in flat
     assert id(model.fc.weight) in {id(p) for g in skipped if g["name"] == "no_decay" for p in g["params"]}
+
+
+def test_gate_lr_scale_puts_every_gate_parameter_in_a_scaled_group() -> None:
+    model = tiny()
+    plain = {g["name"]: g for g in gated_param_groups(model)}
+    assert set(plain) == {"decay", "gates", "no_decay"} and all("lr_scale" not in g for g in plain.values())
+    groups = {g["name"]: g for g in gated_param_groups(model, weight_decay=1e-4, gate_lr_scale=5.0)}
+    assert set(groups) == {"decay", "gates", "gate_norms", "no_decay"}
+    ids = {n: {id(p) for p in g["params"]} for n, g in groups.items()}
+    nets = {id(p) for _, g in iter_gates(model) for p in g.net.parameters()}
+    copies = {id(p) for _, g in iter_gates(model) for p in g.norms.parameters()}  # the gated mode's BN
+    assert copies and ids["gates"] | ids["gate_norms"] == nets
+    assert ids["gates"] == {id(p) for _, g in iter_gates(model) for p in g.parameters() if p.ndim > 1}
+    assert not nets & (ids["decay"] | ids["no_decay"]) and copies <= ids["no_decay"]
+    assert groups["gates"]["lr_scale"] == groups["gate_norms"]["lr_scale"] == 5.0
+    assert "lr_scale" not in groups["decay"] and "lr_scale" not in groups["no_decay"]
+    # The gates' norms keep the settings they had in "no_decay"; the other groups are unchanged.
+    assert (groups["gate_norms"]["weight_decay"], groups["gate_norms"]["lars_exclude"]) == (0.0, True)
+    assert ids["decay"] == {id(p) for p in plain["decay"]["params"]}
+    assert ids["no_decay"] | ids["gate_norms"] == {id(p) for p in plain["no_decay"]["params"]}
+    assert sum(len(v) for v in ids.values()) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan")])
+def test_gate_lr_scale_must_be_positive(scale: float) -> None:
+    with pytest.raises(ValueError, match=r"gate_lr_scale must be > 0"):
+        gated_param_groups(tiny(), gate_lr_scale=scale)

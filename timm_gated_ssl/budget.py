@@ -263,6 +263,7 @@ def gated_param_groups(
     *,
     weight_decay: float = 1e-4,
     no_weight_decay: Iterable[str] = (),
+    gate_lr_scale: float = 1.0,
 ) -> list[dict[str, Any]]:
     """Optimizer parameter groups: weight decay on conv/linear weights only.
 
@@ -274,25 +275,42 @@ def gated_param_groups(
       the gated-mode norm copies included) and names in ``no_weight_decay`` (or in the model's
       ``no_weight_decay()``), no weight decay and ``"lars_exclude": True`` for LARS wrappers.
 
+    With ``gate_lr_scale`` other than 1, the gate networks train at that multiple of the learning
+    rate: the ``"gates"`` group and a ``"gate_norms"`` group (the gate networks' norm parameters,
+    otherwise in ``"no_decay"``, with its settings) carry ``"lr_scale"``; the gated mode's norm
+    copies (``separate_bn``) are part of the encoder and keep the rate. timm's schedulers multiply
+    ``"lr_scale"`` into each group's rate (a plain torch optimizer without a timm scheduler ignores
+    the key: set those groups' ``"lr"`` yourself). At 1 the groups are the three above, so
+    optimizer states saved before the option existed still load.
+
     Frozen parameters (``requires_grad=False``) are skipped.
 
     Args:
         model: The model (gated or not).
         weight_decay: Decay of the ``"decay"`` group (1e-4 in the paper).
         no_weight_decay: Extra parameter names (exact, or prefixes ending in ``.``) without decay.
+        gate_lr_scale: Learning-rate multiple of the gates' parameters (> 0). Gates are tiny
+            networks whose logits must move from "all on" to the budget within the run; under
+            AdamW's small ViT rates they move slowly (docs/vit.md).
 
     Example:
         >>> optimizer = torch.optim.SGD(gated_param_groups(model), lr=0.6, momentum=0.9)
     """
+    if not gate_lr_scale > 0:
+        raise ValueError(f"gate_lr_scale must be > 0 (1 trains the gates at the model's rate), got {gate_lr_scale}")
     skip = set(no_weight_decay)
     if hasattr(model, "no_weight_decay"):
         skip |= set(model.no_weight_decay())
     gate_params = {id(p) for _, g in iter_gates(model) for p in g.parameters()}
-    groups: dict[str, list[nn.Parameter]] = {"decay": [], "gates": [], "no_decay": []}
+    gate_nets = {id(p) for _, g in iter_gates(model) for p in g.net.parameters()}  # not the norm copies
+    scaled = gate_lr_scale != 1
+    groups: dict[str, list[nn.Parameter]] = {"decay": [], "gates": [], "gate_norms": [], "no_decay": []}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if param.ndim <= 1 or name in skip or any(name.startswith(s) for s in skip if s.endswith(".")):
+        if scaled and param.ndim <= 1 and id(param) in gate_nets:
+            groups["gate_norms"].append(param)
+        elif param.ndim <= 1 or name in skip or any(name.startswith(s) for s in skip if s.endswith(".")):
             groups["no_decay"].append(param)
         elif id(param) in gate_params:
             groups["gates"].append(param)
@@ -301,8 +319,12 @@ def gated_param_groups(
     settings = {
         "decay": {"weight_decay": weight_decay},
         "gates": {"weight_decay": 0.0},
+        "gate_norms": {"weight_decay": 0.0, "lars_exclude": True},
         "no_decay": {"weight_decay": 0.0, "lars_exclude": True},
     }
+    if scaled:
+        for name in ("gates", "gate_norms"):
+            settings[name]["lr_scale"] = gate_lr_scale
     return [
         {"name": name, "params": params, **settings[name]} for name, params in groups.items() if params
     ]

@@ -88,7 +88,8 @@ class PretrainConfig(RecipeConfig):
             index and the epoch) or ``per_image`` (the torchvision v2 pipeline image by image).
     Optimisation:
         epochs, batch_size (per process), lr (for a total batch of 256; scaled linearly),
-        weight_decay, momentum, optimizer (lars, sgd, adamw), lars_trust (eta), warmup_epochs,
+        weight_decay, momentum, optimizer (lars, sgd, adamw), lars_trust (eta), gate_lr_scale
+        (the gates' learning rate as a multiple of ``lr``; ``budget.gated_param_groups``), warmup_epochs,
         min_lr, max_steps (stop early, for smoke tests; the schedule still spans ``epochs``),
         grad_accum_steps.
     Monitoring and checkpoints:
@@ -147,6 +148,7 @@ class PretrainConfig(RecipeConfig):
     momentum: float = 0.9
     optimizer: str = "lars"
     lars_trust: float = 0.02
+    gate_lr_scale: float = 1.0
     warmup_epochs: float = 10.0
     min_lr: float = 0.0
     max_steps: int | None = None
@@ -172,7 +174,8 @@ class PretrainConfig(RecipeConfig):
         "train_subset": at_least(1), "num_workers": at_least(0), "epochs": at_least(1),
         # BatchNorm in training mode and every SSL loss here need two images per process.
         "batch_size": at_least(2), "lr": above(0), "weight_decay": at_least(0),
-        "momentum": (0, True, 1, False), "lars_trust": above(0), "warmup_epochs": at_least(0),
+        "momentum": (0, True, 1, False), "lars_trust": above(0), "gate_lr_scale": above(0),
+        "warmup_epochs": at_least(0),
         "min_lr": at_least(0), "max_steps": at_least(1), "grad_accum_steps": at_least(1),
         "log_every": at_least(1), "knn_every": at_least(0), "save_every": at_least(0),
         "knn_k": at_least(1), "knn_temperature": above(0), "knn_max_bank": at_least(1),
@@ -205,6 +208,9 @@ class PretrainConfig(RecipeConfig):
             self._check_freeze_dense()
         if self.ssl_weight == 0:
             self._check_distill_only()
+        self._refuse_unless("gate_lr_scale scales the gates' learning rate: a vanilla run (gating: false) "
+                            "has no gates, so leave it at 1",
+                            gate_lr_scale=self.gating is not True and self.gate_lr_scale != 1)
         if (self.eval_split is None) != (self.eval_train_split is None):
             raise ConfigError(
                 f"eval_split ({self.eval_split!r}) and eval_train_split ({self.eval_train_split!r}) "

@@ -27,9 +27,14 @@ def build_optimizer(model: nn.Module, config: OptimizerConfig, *, lr: float) -> 
     """``config.optimizer`` from timm (``lars`` is timm's ``larc``, with trust ``config.lars_trust``
     where the config has one) at learning rate ``lr`` (the caller scales ``config.lr`` by the global
     batch), with the gates' parameter groups (:func:`~timm_gated_ssl.budget.gated_param_groups`:
-    no weight decay on gates, biases and norms)."""
-    groups = gated_param_groups(model, weight_decay=config.weight_decay)
+    no weight decay on gates, biases and norms; the gates at ``config.gate_lr_scale`` times the
+    rate where the config has that field, applied by :func:`build_scheduler`'s timm scheduler)."""
+    groups = gated_param_groups(model, weight_decay=config.weight_decay,
+                                gate_lr_scale=getattr(config, "gate_lr_scale", 1.0))
     opt_name = "larc" if config.optimizer == "lars" else config.optimizer
+    if opt_name == "sgd" and config.momentum == 0:
+        # timm's "sgd" is Nesterov SGD, which torch refuses without momentum; plain SGD is the same update.
+        opt_name = "momentum"
     trust = getattr(config, "lars_trust", None)
     opt_kwargs = {"trust_coeff": trust} if config.optimizer == "lars" and trust is not None else {}
     return create_optimizer_v2(groups, opt=opt_name, lr=lr, weight_decay=config.weight_decay,
