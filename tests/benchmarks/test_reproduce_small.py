@@ -195,7 +195,10 @@ def test_paired_differences_per_seed_and_the_default_they_support(reproduce: Mod
     assert paired["gap"]["differences"] == [pytest.approx(0.5 - 1.5), pytest.approx(0.8 - 1.0)]
     assert paired["gated_linear"]["mean"] == pytest.approx(0.45)
     assert paired["width_at_least_as_good"] is True
-    assert _seeds.choose_default([paired])["gate_type"] == "width"
+    assert _seeds.choose_default([paired], min_seeds={0.3: 2})["gate_type"] == "width"
+    # Two paired seeds where the plan asks for three (MIN_SEEDS): not decided for width yet.
+    decision = _seeds.choose_default([paired])
+    assert decision["gate_type"] == "channel" and "more paired seeds (t_d 0.3: 2 of 3)" in decision["reason"]
 
     # One seed where channel gates are better decides against width gates, naming the numbers.
     rows[3] = _pair("dual_td0.3", 1, 84.9, 84.3)
