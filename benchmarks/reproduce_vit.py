@@ -14,7 +14,12 @@ Runs (``--runs``; a ``_s<N>`` suffix trains with seed N):
 * ``width_td0.5``: width gates, 3 levels (a prefix of the 3 heads and of the MLP units; ``RUNS``
   says why not at t_d 0.3);
 * ``lr2e-3_td0.5``: ``dual_td0.5`` at 4x the config's learning rate (the config's search);
-* ``gatelr10_td0.5``: ``dual_td0.5`` with the gates alone at 10x the rate (``--gate_lr_scale 10``).
+* ``gatelr10_td0.5``: ``dual_td0.5`` with the gates alone at 10x the rate (``--gate_lr_scale 10``);
+* ``posthoc_width_td0.5``, ``posthoc_td0.5``: post-hoc gating (item 4 of the ViT issue) of the
+  ``vanilla`` checkpoint of the same output, with the post-hoc recipe of ``benchmarks/posthoc.py``
+  (``POSTHOC``: frozen dense mode as the teacher, feature distillation and the budget terms alone,
+  AdamW) for 88 steps, 25 % of the vanilla run's 350 as there; width gates (3 levels) or channel
+  gates. Judged by that issue's aims (:func:`posthoc_aims`).
 
 Aims (the ViT issue), judged on ``main``-protocol runs with the current schedule: gated >= dense -
 1.5 (linear top-1) at t_d 0.5 and - 2.5 at 0.3; dense >= vanilla - 2.0; MAC fraction within +-0.03
@@ -24,6 +29,7 @@ between the ``reproduce_vit`` markers in docs/vit.md.
 
 Usage:
     python benchmarks/reproduce_vit.py --protocol main --runs vanilla dual_td0.5 dual_td0.5_s1 dual_td0.3
+    python benchmarks/reproduce_vit.py --protocol main --runs posthoc_width_td0.5   # after vanilla
     python benchmarks/reproduce_vit.py --phase report --publish
 """
 
@@ -36,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _seeds
+import posthoc
 import reproduce_small as small
 from _publish import replace_between
 
@@ -45,12 +53,22 @@ COMMON = ["--config", CONFIG]
 """Everything but the run's model, gates and budget comes from the config (the protocol's length
 and the seed from ``reproduce_small.train_command``)."""
 WIDTH = "{img_size: 28, gate_type: width, gate_levels: 3}"
+POSTHOC = [
+    "--init_from", "INIT", "--freeze_dense", "true", "--ssl_weight", "0", "--distill_weight", "1",
+    "--optimizer", "adamw", "--lr", posthoc.DISTILL_LR, "--weight_decay", "0", "--warmup_epochs", "0.3",
+    "--budget_tolerance", "null", "--train_subset", "22528", "--epochs", "1",
+]
+"""The post-hoc recipe (``benchmarks/posthoc.py``'s ``DISTILL``, ``recipes/configs/posthoc_width_td05.yaml``)
+for 88 steps of 256; ``INIT`` is the ``vanilla`` run of the same output (:func:`with_init`);
+``--budget_tolerance null`` keeps the trained threshold, so "before calibration" is what training reached."""
 RUNS: dict[str, list[str]] = {
     "vanilla": ["--model", "vit_tiny_patch4_32", "--gating", "false"],
     **{f"dual_td{t}": ["--budget", str(t)] for t in (0.3, 0.5)},
     "width_td0.5": ["--budget", "0.5", "--model_kwargs", WIDTH],
     "lr2e-3_td0.5": ["--budget", "0.5", "--lr", "0.002"],
     "gatelr10_td0.5": ["--budget", "0.5", "--gate_lr_scale", "10"],
+    "posthoc_width_td0.5": ["--budget", "0.5", "--model_kwargs", WIDTH, *POSTHOC],
+    "posthoc_td0.5": ["--budget", "0.5", *POSTHOC],
 }
 """No ``width_td0.3``: ViT-Ti has 3 heads, so width gates have at most 3 levels, and the narrowest
 (one head, a third of the MLP units) still runs 0.335 of the dense MACs at 28 px
@@ -60,6 +78,61 @@ AIMS_GAP = {0.3: 2.5, 0.5: 1.5}
 AIM_DENSE_VS_VANILLA, AIM_MAC_BEFORE = 2.0, 0.03
 JSON_PATH = ROOT / "docs" / "results" / "reproduce_vit.json"
 DOC_PATH, MARKER = ROOT / "docs" / "vit.md", "reproduce_vit"
+
+
+def with_init(runs: dict[str, list[str]], out: Path) -> dict[str, list[str]]:
+    """``runs`` with each ``INIT`` replaced by the ``vanilla`` checkpoint under ``out`` (the
+    protocol's folder), which a post-hoc run gates."""
+    return {name: [str(out / "vanilla") if a == "INIT" else a for a in args] for name, args in runs.items()}
+
+
+def is_posthoc(row: dict[str, Any]) -> bool:
+    return row["variant"].startswith("posthoc")
+
+
+def posthoc_aims(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The post-hoc issue's aims (``benchmarks/posthoc.py``: gated >= init dense - 1.0, the frozen
+    dense mode equal to the init's, MAC fraction within 0.03 of t_d before calibration) for each
+    post-hoc run, against the seed-0 ``vanilla`` run of the current schedule, the encoder it gates."""
+    init = next((r for r in _seeds.current(rows) if r["variant"] == "vanilla" and r["seed"] == 0), None)
+    found = []
+    for r in rows:
+        if not is_posthoc(r) or "gated" not in r:
+            continue
+        name, base = r["run"], None if init is None else init["vanilla"]["linear_top1"]
+        gap = None if base is None else r["gated"]["linear_top1"] - base
+        drift = None if base is None else r["dense"]["linear_top1"] - base
+        miss = r["gated"]["mac_fraction"] - r["budget"]
+        found += [
+            {"aim": f"{name}: gated - init dense (linear)", "value": None if gap is None else round(gap, 3),
+             "target": f">= -{posthoc.AIM_GAP}", "met": None if gap is None else gap >= -posthoc.AIM_GAP},
+            {"aim": f"{name}: dense - init dense (linear)", "value": None if drift is None else round(drift, 3),
+             "target": "== 0 (frozen)", "met": None if drift is None else drift == 0},
+            {"aim": f"{name}: MAC fraction before calibration - t_d", "value": round(miss, 4),
+             "target": f"within +-{posthoc.AIM_MAC}", "met": abs(miss) <= posthoc.AIM_MAC},
+        ]
+    return found
+
+
+def posthoc_table(rows: list[dict[str, Any]], found: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines of the post-hoc runs and their aims (none: no lines)."""
+    chosen = [r for r in rows if is_posthoc(r)]
+    if not chosen:
+        return []
+    lines = ["**Post-hoc gating of `vanilla`** (the post-hoc recipe, `POSTHOC`)", "",
+             "| run | steps | t_d | dense linear | gated linear | gated k-NN | MAC fraction | calibrated MAC fraction "
+             "| calibrated linear |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in chosen:
+        lines.append(f"| {r['run']} | {r['steps']} | {r['budget']} | {small._cell(r, 'dense', 'linear_top1')} | "
+                     f"{small._cell(r, 'gated', 'linear_top1')} | {small._cell(r, 'gated', 'knn_top1')} | "
+                     f"{small._cell(r, 'gated', 'mac_fraction', '{:.3f}')} | "
+                     f"{small._cell(r, 'gated_calibrated', 'mac_fraction', '{:.3f}')} | "
+                     f"{small._cell(r, 'gated_calibrated', 'linear_top1')} |")
+    lines += ["", "| aim | value | target | met |", "|---|---|---|---|"]
+    verdict = {True: "yes", False: "**no**", None: "not measured yet"}
+    lines += [f"| {a['aim']} | {'' if a['value'] is None else a['value']} | {a['target']} | {verdict[a['met']]} |"
+              for a in found]
+    return [*lines, ""]
 
 
 def vit_aims(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
@@ -79,10 +152,12 @@ def report(out: Path, *, publish: bool) -> dict[str, Any]:
     JSON; with ``publish`` into docs/."""
     rows = small.gather_rows(out, JSON_PATH, RUNS)
     found, width = vit_aims(rows)
-    spread = small.seed_spread(rows)
-    text = small.tables(rows, found, width, spread)
+    spread = small.seed_spread([r for r in rows if not is_posthoc(r)])
+    gating = posthoc_aims(rows)
+    text = small.tables([r for r in rows if not is_posthoc(r)], found, width, spread)
+    text = "\n".join([text.rstrip("\n"), "", *posthoc_table(rows, gating)]) if gating else text
     print(text)
-    summary = {"aims": found, "width_aims": width, "seed_spread": spread, "runs": rows,
+    summary = {"aims": found, "width_aims": width, "posthoc_aims": gating, "seed_spread": spread, "runs": rows,
                "protocols": small.PROTOCOLS, "config": CONFIG, "run_args": RUNS}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=1))
@@ -111,7 +186,7 @@ def main() -> None:
     base.mkdir(parents=True, exist_ok=True)
     for name in args.runs:
         if args.phase in ("train", "all"):
-            small.train(name, args.protocol, base, precision=args.precision, runs=RUNS, common=COMMON)
+            small.train(name, args.protocol, base, precision=args.precision, runs=with_init(RUNS, base), common=COMMON)
         if args.phase in ("evaluate", "all"):
             small.evaluate(name, args.protocol, base, runs=RUNS)
 

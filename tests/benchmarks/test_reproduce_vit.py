@@ -28,7 +28,8 @@ def vit() -> ModuleType:
 
 def resolved(vit: ModuleType, name: str, tmp_path: Path) -> PretrainConfig:
     """The config the recipe would train run ``name`` with (its command's flags after the script)."""
-    command = vit.small.train_command(name, "main", tmp_path, runs=vit.RUNS, common=vit.COMMON)
+    command = vit.small.train_command(name, "main", tmp_path, runs=vit.with_init(vit.RUNS, tmp_path),
+                                      common=vit.COMMON)
     flags = command[command.index(str(ROOT / "recipes" / "pretrain.py")) + 1:]
     config_path = ROOT / flags[flags.index("--config") + 1]
     rest, i = [], 0
@@ -54,10 +55,38 @@ def test_each_run_trains_the_vit_of_the_config(vit: ModuleType, tmp_path: Path) 
     assert "width_td0.3" not in vit.RUNS  # below the floor of 3 width levels (0.335)
 
 
+def test_the_posthoc_runs_gate_the_vanilla_checkpoint_with_the_posthoc_recipe(vit: ModuleType, tmp_path: Path) -> None:
+    config = resolved(vit, "posthoc_width_td0.5", tmp_path)
+    assert config.init_from == str(tmp_path / "vanilla") and config.freeze_dense is True
+    assert (config.ssl_weight, config.distill_weight, config.optimizer, config.lr) == (0.0, 1.0, "adamw", 0.03)
+    assert config.model_kwargs == {"img_size": 28, "gate_type": "width", "gate_levels": 3}
+    assert config.train_subset // config.batch_size * config.epochs == 88  # 25 % of vanilla's 350 steps
+    assert config.budget_tolerance is None and config.weight_decay == 0
+    assert resolved(vit, "posthoc_td0.5", tmp_path).model_kwargs == {"img_size": 28}  # channel gates
+
+
+def test_posthoc_aims_judge_against_the_vanilla_encoder(vit: ModuleType) -> None:
+    rows = [row("vanilla", None, vanilla={"linear_top1": 75.0}),
+            row("posthoc_width_td0.5", 0.5, dense={"linear_top1": 75.0}, gated={"linear_top1": 74.2, "mac_fraction": 0.52}),
+            row("posthoc_td0.5", 0.5, dense={"linear_top1": 75.0}, gated={"linear_top1": 73.9, "mac_fraction": 0.54})]
+    found = {a["aim"]: a for a in vit.posthoc_aims(rows)}
+    assert found["posthoc_width_td0.5: gated - init dense (linear)"]["value"] == pytest.approx(-0.8)
+    assert found["posthoc_width_td0.5: gated - init dense (linear)"]["met"] is True
+    assert found["posthoc_td0.5: gated - init dense (linear)"]["met"] is False  # 1.1 under the init
+    assert found["posthoc_width_td0.5: dense - init dense (linear)"]["met"] is True
+    assert found["posthoc_width_td0.5: MAC fraction before calibration - t_d"]["met"] is True
+    assert found["posthoc_td0.5: MAC fraction before calibration - t_d"]["met"] is False  # 0.04 over
+    # Without the vanilla run the accuracy aims are listed unmeasured, not computed against nothing.
+    alone = {a["aim"]: a for a in vit.posthoc_aims(rows[1:])}
+    assert alone["posthoc_td0.5: gated - init dense (linear)"]["met"] is None
+    text = "\n".join(vit.posthoc_table(rows, vit.posthoc_aims(rows)))
+    assert "| posthoc_td0.5: gated - init dense (linear) | -1.1 | >= -1.0 | **no** |" in text
+
+
 def row(run: str, budget: float | None, **modes: Any) -> dict[str, Any]:
     variant = run.rsplit("_s", 1)[0] if "_s" in run else run
     return {"run": run, "variant": variant, "seed": int(run.rsplit("_s", 1)[1]) if "_s" in run else 0,
-            "protocol": "main", "budget": budget, "schedule": "v0.2", **modes}
+            "protocol": "main", "budget": budget, "schedule": "v0.2", "steps": 88 if budget else 350, **modes}
 
 
 def gated(run: str, budget: float, dense: float, gated: float, mac: float) -> dict[str, Any]:

@@ -10,7 +10,8 @@ import timm
 import torch
 
 import timm_gated_ssl
-from tests.recipe.conftest import ROOT
+from tests.helpers import load_script
+from tests.recipe.conftest import ROOT, weights
 from timm_gated_ssl.recipe import PretrainConfig
 
 CONFIG = ROOT / "recipes/configs/fashion_mnist_vicreg_vit_td05.yaml"
@@ -51,3 +52,32 @@ def test_a_tiny_dual_vit_hits_its_budget_by_training_alone(pretrain: Any, tmp_pa
     assert metrics["epochs"] == 4  # the schedule ran to its end
     assert not metrics["budget_calibrated"], metrics
     assert abs(metrics["mac_ratio"] - 0.5) <= 0.05, metrics["mac_ratio"]
+
+
+def test_a_vanilla_vit_checkpoint_is_gated_post_hoc(pretrain: Any, tmp_path: Path) -> None:
+    """Item 4 of the ViT issue at tiny scale: the vanilla run of the config (``gating: false``), then
+    the ViT post-hoc flags of benchmarks/reproduce_vit.py (``POSTHOC``, width gates) from its
+    checkpoint: the dense mode of the gated encoder is the vanilla encoder, bit for bit."""
+    tiny = ["--image_size", "16", "--projector_hidden_dim", "64", "--projector_out_dim", "64",
+            "--train_subset", "128", "--batch_size", "32", "--epochs", "2"]
+    arch = "img_size: 16, depth: 2, embed_dim: 48, num_heads: 3"
+    pretrain.main(["--cpu", "--no_progress", "--config", str(CONFIG), "--output_dir", str(tmp_path / "vanilla"),
+                   *DIGITS, *tiny, "--model", "vit_tiny_patch4_32", "--gating", "false",
+                   "--model_kwargs", f"{{{arch}}}", "--max_steps", "2"])
+    vit = load_script("benchmarks/reproduce_vit.py")
+    flags = [str(tmp_path / "vanilla") if f == "INIT" else f for f in vit.POSTHOC]
+    flags[flags.index("--train_subset") + 1] = "128"  # 4 steps of 32
+    pretrain.main(["--cpu", "--no_progress", "--config", str(CONFIG), "--output_dir", str(tmp_path / "posthoc"),
+                   *DIGITS, *tiny, "--budget", "0.5", "--model_kwargs", f"{{{arch}, gate_type: width, gate_levels: 3}}",
+                   *flags])
+    metrics = json.loads((tmp_path / "posthoc" / "metrics.json").read_text())
+    assert metrics["steps"] == 4
+    dense = timm.create_model(f"local-dir:{tmp_path / 'vanilla'}", pretrained=True).eval()
+    gated = timm.create_model(f"local-dir:{tmp_path / 'posthoc'}", pretrained=True).eval()
+    assert timm_gated_ssl.gate_config(gated).gate_type == "width"
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad(), timm_gated_ssl.gate_mode(gated, "dense"):
+        torch.testing.assert_close(gated(x), dense(x), rtol=0, atol=0)
+    assert any(".dyn_gate.net." in k for k in weights(tmp_path / "posthoc"))  # the gates were exported
+    with torch.no_grad(), timm_gated_ssl.gate_mode(gated, "gated"):
+        assert not torch.allclose(gated(x), dense(x))  # and switch units off
