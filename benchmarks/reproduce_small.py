@@ -502,12 +502,22 @@ def report(out: Path, *, publish: bool) -> None:
         (docs / "results" / "reproduce_small.json").write_text(json.dumps(summary, indent=1))
         replace_between(docs / "results.md", "reproduce_small", text)
         plot(rows, docs / "results" / "tradeoff.png")
-        logs = docs / "results" / "reproduce_small_logs"
-        logs.mkdir(exist_ok=True)
-        for r in rows:
-            src = out / r["protocol"] / f"{r['run']}.log"
-            if src.exists():
-                (logs / f"{r['protocol']}_{r['run']}.log").write_text(src.read_text())
+        copy_logs(rows, out, docs / "results" / "reproduce_small_logs")
+
+
+def copy_logs(rows: list[dict[str, Any]], out: Path, logs: Path) -> list[Path]:
+    """Copy the training log of each row evaluated under ``out`` into ``logs`` (as
+    ``<protocol>_<run>.log``) and return the copies. A run whose training failed has a log but no
+    evaluation: its row is the published one, whose log stays."""
+    logs.mkdir(exist_ok=True)
+    copied = []
+    for r in rows:
+        folder = out / r["protocol"]
+        src = folder / f"{r['run']}.log"
+        if src.exists() and (folder / f"eval_{r['run']}" / "results.json").exists():
+            copied.append(logs / f"{r['protocol']}_{r['run']}.log")
+            copied[-1].write_text(src.read_text())
+    return copied
 
 
 PLOTTED = ("dual", *(v for v, extra in VARIANTS.items() if set(extra) == {"model_kwargs"}))

@@ -216,3 +216,19 @@ def test_over_length_never_fits_across_schedules(reproduce: ModuleType) -> None:
             length_row("paper_td0.3", "main", 240, 82.0, 79.0)]
     found = reproduce.over_length(rows)
     assert [p["schedule"] for p in found["points"]] == ["v0.1", "v0.2"] and found["trends"] == []
+
+
+def test_only_evaluated_runs_replace_published_logs(reproduce: ModuleType, tmp_path: Path) -> None:
+    """A run that failed to train leaves a log and no evaluation: the published log of that run
+    (the row the report keeps) must not be overwritten by the failure's."""
+    out, logs = tmp_path / "out", tmp_path / "logs"
+    (out / "main" / "eval_width_td0.5").mkdir(parents=True)
+    (out / "main" / "eval_width_td0.5" / "results.json").write_text("{}")
+    (out / "main" / "width_td0.5.log").write_text("trained\n")
+    (out / "main" / "dual_td0.1.log").write_text("ModuleNotFoundError\n")  # failed before training
+    logs.mkdir()
+    (logs / "main_dual_td0.1.log").write_text("published\n")
+    rows = [{"run": "width_td0.5", "protocol": "main"}, {"run": "dual_td0.1", "protocol": "main"}]
+    assert reproduce.copy_logs(rows, out, logs) == [logs / "main_width_td0.5.log"]
+    assert (logs / "main_width_td0.5.log").read_text() == "trained\n"
+    assert (logs / "main_dual_td0.1.log").read_text() == "published\n"
