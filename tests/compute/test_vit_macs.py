@@ -123,6 +123,17 @@ def test_dense_macs_equal_flop_counter(name: str) -> None:
     assert count_macs(model, x, include_linear=True).dense == expected
 
 
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_a_plain_vit_counts_its_blocks(name: str) -> None:
+    """Without gates (a timm model as users have it, or a fixed-budget export) the blocks' matrix
+    products count as in the dense mode of a gated model: not the patch embedding alone."""
+    model, size = make(name)
+    x = torch.randn(1, 3, size, size)
+    expected = flop_macs(model, x)
+    assert count_macs(model, x).dense == expected - head_macs(model)
+    assert count_macs(model, x, include_linear=True).dense == expected
+
+
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")  # a sample with no head on
 @pytest.mark.parametrize("separate_bn", [True, False])
 @pytest.mark.parametrize("name", list(VARIANTS))

@@ -44,6 +44,7 @@ from .inputs import check_images, check_input_size
 
 __all__ = [
     "BLOCK_COSTS",
+    "UNGATED_COSTS",
     "BlockCostFn",
     "BlockMacs",
     "CostTable",
@@ -159,6 +160,16 @@ def register_block_cost(name: str) -> Callable[[BlockCostFn], BlockCostFn]:
         ValueError: A cost function is already registered for ``name``.
     """
     return BLOCK_COSTS.register(name)
+
+
+UngatedCostFn = Callable[[nn.Module, LayerStats], int]
+"""MACs per image an *ungated* block adds to the dense total beyond what the layer hooks counted
+(0 for a module of another family)."""
+
+UNGATED_COSTS: list[UngatedCostFn] = []
+"""Families whose dense cost is not all in hooked convs (ViT blocks: their linears and attention
+products count under every convention) register here, so a plain timm model, or the blocks a
+partial ``attach_gates`` left ungated, count the same as the dense mode of a gated one."""
 
 
 @dataclass(frozen=True)
@@ -353,7 +364,8 @@ def _build_table(
     model: nn.Module, stats: LayerStats, ran: set[nn.Module], input_size: tuple[int, ...]
 ) -> CostTable:
     blocks = []
-    extra = 0
+    gated = {id(model.get_submodule(name)) for name, _ in iter_gates(model)}
+    extra = sum(fn(module, stats) for module in model.modules() if id(module) not in gated for fn in UNGATED_COSTS)
     for name, gate in iter_gates(model):
         block = model.get_submodule(name)
         if block not in ran:

@@ -33,7 +33,7 @@ from torch import nn
 
 from ..attach.vit import vit_block_spec
 from ..gates import BlockGate
-from .core import CostTerm, LayerStats, register_block_cost
+from .core import UNGATED_COSTS, CostTerm, LayerStats, register_block_cost
 
 HEADS, HIDDEN = 0, 1  # indices into the gate's widths
 
@@ -62,9 +62,28 @@ def vit_block_cost(block: nn.Module, gate: BlockGate, stats: LayerStats) -> Sequ
     if not isinstance(block, vt.Block):
         return None
     vit_block_spec(block)  # raises for block variants attach/vit.py does not gate
+    return _block_terms(block, stats)
+
+
+def ungated_vit_block_macs(block: nn.Module, stats: LayerStats) -> int:
+    """What an ungated timm ViT ``Block`` adds to the dense total beyond the hooked layers: its
+    linears under ``include_linear=False`` and always its attention products (0 for other modules).
+    Without it a plain ViT would count its patch embedding alone. Blocks whose attention is not
+    timm's ``Attention`` or whose MLP has no ``fc2`` (variants ``attach/vit.py`` cannot gate
+    either) add 0: their hooked linears count only with ``include_linear=True``."""
+    if not isinstance(block, vt.Block) or not isinstance(block.attn, vt.Attention) or not hasattr(block.mlp, "fc2"):
+        return 0
+    return sum(t.macs for t in _block_terms(block, stats) if not t.in_dense)
+
+
+UNGATED_COSTS.append(ungated_vit_block_macs)
+
+
+def _block_terms(block: vt.Block, stats: LayerStats) -> list[CostTerm]:
+    """The cost terms of a ViT block's linears and attention products (those that ran)."""
     attn, mlp = block.attn, block.mlp
     paths: list[tuple[str, int | None, int | None]] = [("attn.qkv", None, HEADS)]
-    if attn.gate is not None:
+    if getattr(attn, "gate", None) is not None:
         paths.append(("attn.gate", None, HEADS))
     paths.append(("attn.proj", HEADS, None))
     if isinstance(mlp, SwiGLU):
