@@ -19,7 +19,8 @@ Runs (``--runs``; a ``_s<N>`` suffix trains with seed N):
   ``vanilla`` checkpoint of the same output, with the post-hoc recipe of ``benchmarks/posthoc.py``
   (``POSTHOC``: frozen dense mode as the teacher, feature distillation and the budget terms alone,
   AdamW) for 88 steps, 25 % of the vanilla run's 350 as there; width gates (3 levels) or channel
-  gates. Judged by that issue's aims (:func:`posthoc_aims`).
+  gates. Judged by that issue's aims (:func:`posthoc_aims`); ``posthoc_width_long_td0.5``: the
+  same for 176 steps (half of vanilla's).
 
 Aims (the ViT issue), judged on ``main``-protocol runs with the current schedule: gated >= dense -
 1.5 (linear top-1) at t_d 0.5 and - 2.5 at 0.3; dense >= vanilla - 2.0; MAC fraction within +-0.03
@@ -69,6 +70,7 @@ RUNS: dict[str, list[str]] = {
     "gatelr10_td0.5": ["--budget", "0.5", "--gate_lr_scale", "10"],
     "posthoc_width_td0.5": ["--budget", "0.5", "--model_kwargs", WIDTH, *POSTHOC],
     "posthoc_td0.5": ["--budget", "0.5", *POSTHOC],
+    "posthoc_width_long_td0.5": ["--budget", "0.5", "--model_kwargs", WIDTH, *POSTHOC, "--train_subset", "45056"],
 }
 """No ``width_td0.3``: ViT-Ti has 3 heads, so width gates have at most 3 levels, and the narrowest
 (one head, a third of the MLP units) still runs 0.335 of the dense MACs at 28 px

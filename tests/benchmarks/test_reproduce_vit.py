@@ -63,6 +63,8 @@ def test_the_posthoc_runs_gate_the_vanilla_checkpoint_with_the_posthoc_recipe(vi
     assert config.train_subset // config.batch_size * config.epochs == 88  # 25 % of vanilla's 350 steps
     assert config.budget_tolerance is None and config.weight_decay == 0
     assert resolved(vit, "posthoc_td0.5", tmp_path).model_kwargs == {"img_size": 28}  # channel gates
+    long = resolved(vit, "posthoc_width_long_td0.5", tmp_path)
+    assert long.train_subset // long.batch_size == 176 and long.freeze_dense is True
 
 
 def test_posthoc_aims_judge_against_the_vanilla_encoder(vit: ModuleType) -> None:
