@@ -225,6 +225,8 @@ def summarise(name: str, protocol: str, out: Path, runs: dict[str, list[str]] | 
                            "precision": precision.read_text().strip() if precision.exists() else "bf16",
                            "steps": metrics["steps"], "images_per_s": metrics["images_per_s"],
                            "wall_time_s": metrics["wall_time_s"], "final_lr": metrics.get("final_lr")}
+    if metrics.get("budget_calibrated"):  # the recipe's end-of-training check moved the threshold
+        row["recipe_calibrated_from"] = metrics["mac_ratio_trained"]
     for entry in result["entries"]:
         if entry["mode"] in ("dense", "vanilla"):
             key = entry["mode"]
@@ -245,6 +247,13 @@ def summarise(name: str, protocol: str, out: Path, runs: dict[str, list[str]] | 
     if row["curve"].get("mac_ratio"):
         row["train_mode_mac_ratio"] = row["curve"]["mac_ratio"][-1][1]  # stochastic gates, last logged step
     return row
+
+
+def before_calibration(row: dict[str, Any]) -> float:
+    """The MAC fraction training reached: the evaluated gates', unless the recipe's end-of-training
+    check calibrated them (a miss over its ``budget_tolerance``), then what it measured before
+    (``mac_ratio_trained``, on un-augmented training images)."""
+    return row.get("recipe_calibrated_from", row["gated"]["mac_fraction"])
 
 
 def _mean(values: list[float]) -> float:
@@ -289,7 +298,8 @@ def aims(rows: list[dict[str, Any]], variants: dict[float, str] | None = None, *
             missing + ([] if vanilla else ["vanilla"]))
         macs = [("gated", mac_before, "before")] + ([("gated_calibrated", mac_after, "after")] if mac_after else [])
         for key, tol_mac, when in macs:
-            worst = max((r[key]["mac_fraction"] for r in runs), key=lambda f: abs(f - budget)) if runs else None
+            worst = max((before_calibration(r) if key == "gated" else r[key]["mac_fraction"] for r in runs),
+                        key=lambda f: abs(f - budget)) if runs else None
             add(f"MAC fraction {when} calibration within +-{tol_mac} of {budget}", worst, budget,
                 None if worst is None else abs(worst - budget) <= tol_mac, missing)
     return found
@@ -387,6 +397,14 @@ def _cell(row: dict[str, Any], mode: str, key: str, fmt: str = "{:.2f}") -> str:
     return _fmt(row.get(mode, {}).get(key), fmt)
 
 
+def _mac_cell(row: dict[str, Any]) -> str:
+    """The evaluated MAC fraction, with what training reached where the recipe calibrated it."""
+    cell = _cell(row, "gated", "mac_fraction", "{:.3f}")
+    if "recipe_calibrated_from" in row:
+        cell += f" (recipe-calibrated from {row['recipe_calibrated_from']:.3f})"
+    return cell
+
+
 def tables(rows: list[dict[str, Any]], found: list[dict[str, Any]], others: dict[str, list[dict[str, Any]]],
            spread: list[dict[str, Any]], length: dict[str, list[dict[str, Any]]] | None = None,
            paired: list[dict[str, Any]] | None = None) -> str:
@@ -408,7 +426,7 @@ def tables(rows: list[dict[str, Any]], found: list[dict[str, Any]], others: dict
                 f"| {r['variant']} | {r['seed']} | {r.get('schedule', 'v0.1')} | {r['budget'] or ''} | "
                 f"{_cell(r, base, 'linear_top1')} | "
                 f"{_cell(r, 'gated', 'linear_top1')} | {r.get('gap', '')} | {_cell(r, 'gated', 'knn_top1')} | "
-                f"{_cell(r, 'gated', 'mac_fraction', '{:.3f}')} | {_fmt(r.get('train_mode_mac_ratio'), '{:.3f}')} | "
+                f"{_mac_cell(r)} | {_fmt(r.get('train_mode_mac_ratio'), '{:.3f}')} | "
                 f"{_cell(r, 'gated_calibrated', 'mac_fraction', '{:.3f}')} | "
                 f"{_cell(r, 'gated_calibrated', 'linear_top1')} | {r.get('gap_calibrated', '')} |")
         lines.append("")

@@ -49,6 +49,18 @@ def test_aims_average_the_seeds_and_judge_each_target(reproduce: ModuleType) -> 
     assert after["value"] == pytest.approx(0.305) and after["met"] is True
 
 
+def test_a_run_the_recipe_calibrated_is_judged_by_what_training_reached(reproduce: ModuleType) -> None:
+    """The recipe calibrates gates that end further than ``budget_tolerance`` from t_d, so the
+    evaluated checkpoint is already calibrated; the before-calibration aim reads the miss it found."""
+    rows = [gated_row("dual_td0.5", 0.5, 85.0, 84.5, 0.499, 0.5)]
+    assert reproduce.aims(rows, {0.5: "dual_td0.5"})[2]["met"] is True
+    rows[0]["recipe_calibrated_from"] = 0.558
+    before = reproduce.aims(rows, {0.5: "dual_td0.5"})[2]
+    assert before["aim"].startswith("MAC fraction before") and before["value"] == pytest.approx(0.558)
+    assert before["met"] is False
+    assert reproduce._mac_cell(rows[0]) == "0.499 (recipe-calibrated from 0.558)"
+
+
 def test_missing_runs_are_listed_not_judged(reproduce: ModuleType) -> None:
     found = reproduce.aims([gated_row("dual_td0.1", 0.1, 80.0, 79.0, 0.1, 0.1)], {0.1: "dual_td0.1", 0.5: "dual_td0.5"})
     assert all(a["met"] is None and a["missing"] for a in found if "0.5" in a["aim"])
