@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -244,3 +245,25 @@ def test_only_evaluated_runs_replace_published_logs(reproduce: ModuleType, tmp_p
     assert reproduce.copy_logs(rows, out, logs) == [logs / "main_width_td0.5.log"]
     assert (logs / "main_width_td0.5.log").read_text() == "trained\n"
     assert (logs / "main_dual_td0.1.log").read_text() == "published\n"
+
+
+def test_summarise_reads_a_checkpoint_the_recipe_calibrated(reproduce: ModuleType, tmp_path: Path) -> None:
+    """Its evaluation lists the exported gates as ``calibrated`` (they carry the recipe's offset)
+    beside the evaluation's own calibration: the first is the run's ``gated`` row."""
+    def entry(mode: str, top1: float, mac: float, calibrated: bool, calibration: float | None) -> dict[str, Any]:
+        return {"mode": mode, "budget": 0.5, "linear_top1": top1, "knn_top1": top1 - 5, "mac_fraction": mac,
+                "calibrated": calibrated, "calibration_mac_fraction": calibration}
+
+    (tmp_path / "eval_width_td0.5").mkdir()
+    (tmp_path / "eval_width_td0.5" / "results.json").write_text(json.dumps({"entries": [
+        entry("dense", 74.16, 1.0, False, None), entry("gated", 72.18, 0.4971, True, None),
+        entry("gated", 72.21, 0.4974, True, 0.5018)]}))
+    (tmp_path / "width_td0.5").mkdir()
+    (tmp_path / "width_td0.5" / "metrics.json").write_text(json.dumps({
+        "steps": 350, "images_per_s": 60.0, "wall_time_s": 1500.0, "final_lr": 0.0,
+        "budget_calibrated": True, "mac_ratio_trained": 0.5583}))
+    (tmp_path / "width_td0.5" / "config.yaml").write_text("budget: 0.5\n")
+    row = reproduce.summarise("width_td0.5", "main", tmp_path)
+    assert row["gated"]["linear_top1"] == 72.18 and row["gated_calibrated"]["linear_top1"] == 72.21
+    assert row["gap"] == pytest.approx(1.98) and row["recipe_calibrated_from"] == 0.5583
+    assert reproduce.before_calibration(row) == 0.5583
