@@ -467,9 +467,10 @@ def tables(rows: list[dict[str, Any]], found: list[dict[str, Any]], others: dict
         lines.append("")
     if others:
         verdict = {True: "yes", False: "no", None: ""}
+        after = any("after calibration" in a["aim"] for entries in others.values() for a in entries)
+        header = ["run", "gated - dense", "dense - vanilla", "MAC fraction before calibration"] + (["after"] if after else [])
         lines += ["**The same aims for the other `main` runs** (each at its own t_d; value, met)", "",
-                  "| run | gated - dense | dense - vanilla | MAC fraction before calibration | after |",
-                  "|---|---|---|---|---|"]
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for name, entries in others.items():
             cells = [f"{'' if a['value'] is None else a['value']} ({verdict[a['met']]})" for a in entries]
             lines.append(f"| {name} | {' | '.join(cells)} |")

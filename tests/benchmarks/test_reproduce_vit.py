@@ -110,6 +110,9 @@ def test_the_aims_are_the_vit_issues(vit: ModuleType) -> None:
     assert mac["value"] == pytest.approx(0.34) and mac["met"] is False
     assert not any("after calibration" in a for a in by_aim)  # not an aim of the ViT issue
     assert [a["met"] for a in width["width_td0.5"]] == [True, True, True]
+    text = vit.small.tables(rows, found, width, [])  # no after-calibration aim: no column for it
+    assert "| run | gated - dense | dense - vanilla | MAC fraction before calibration |\n|---|---|---|---|\n" in text
+    assert "| width_td0.5 | -0.5 (yes) | -0.5 (yes) | 0.5 (yes) |" in text
 
 
 def test_the_report_publishes_json_and_tables(vit: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
