@@ -168,8 +168,8 @@ UngatedCostFn = Callable[[nn.Module, LayerStats], int]
 
 UNGATED_COSTS: list[UngatedCostFn] = []
 """Families whose dense cost is not all in hooked convs (ViT blocks: their linears and attention
-products count under every convention) register here, so a plain timm model, or the blocks a
-partial ``attach_gates`` left ungated, count the same as the dense mode of a gated one."""
+products count under every convention) register here, so a plain timm model, or a fixed-budget
+export, counts what the dense mode of its gated twin counts."""
 
 
 @dataclass(frozen=True)
