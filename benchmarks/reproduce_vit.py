@@ -15,7 +15,7 @@ Runs (``--runs``; a ``_s<N>`` suffix trains with seed N):
   says why not at t_d 0.3);
 * ``lr2e-3_td0.5``: ``dual_td0.5`` at 4x the config's learning rate (the config's search);
 * ``gatelr10_td0.5``: ``dual_td0.5`` with the gates alone at 10x the rate (``--gate_lr_scale 10``);
-* ``posthoc_width_td0.5``, ``posthoc_td0.5``: post-hoc gating (item 4 of the ViT issue) of the
+* ``posthoc_width_td0.5``, ``posthoc_td{0.3,0.5}``: post-hoc gating (item 4 of the ViT issue) of the
   ``vanilla`` checkpoint of the same output, with the post-hoc recipe of ``benchmarks/posthoc.py``
   (``POSTHOC``: frozen dense mode as the teacher, feature distillation and the budget terms alone,
   AdamW) for 88 steps, 25 % of the vanilla run's 350 as there; width gates (3 levels) or channel
@@ -69,7 +69,7 @@ RUNS: dict[str, list[str]] = {
     "lr2e-3_td0.5": ["--budget", "0.5", "--lr", "0.002"],
     "gatelr10_td0.5": ["--budget", "0.5", "--gate_lr_scale", "10"],
     "posthoc_width_td0.5": ["--budget", "0.5", "--model_kwargs", WIDTH, *POSTHOC],
-    "posthoc_td0.5": ["--budget", "0.5", *POSTHOC],
+    **{f"posthoc_td{t}": ["--budget", str(t), *POSTHOC] for t in (0.3, 0.5)},
     "posthoc_width_long_td0.5": ["--budget", "0.5", "--model_kwargs", WIDTH, *POSTHOC, "--train_subset", "45056"],
 }
 """No ``width_td0.3``: ViT-Ti has 3 heads, so width gates have at most 3 levels, and the narrowest
