@@ -397,6 +397,14 @@ def _cell(row: dict[str, Any], mode: str, key: str, fmt: str = "{:.2f}") -> str:
     return _fmt(row.get(mode, {}).get(key), fmt)
 
 
+def aims_table(found: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines of aims (``{"aim", "value", "target", "met"}``); ``met`` None: not measured yet."""
+    verdict = {True: "yes", False: "**no**", None: "not measured yet"}
+    return ["| aim | value | target | met |", "|---|---|---|---|",
+            *(f"| {a['aim']} | {'' if a['value'] is None else a['value']} | {a['target']} | {verdict[a['met']]} |"
+              for a in found)]
+
+
 def _mac_cell(row: dict[str, Any]) -> str:
     """The evaluated MAC fraction, with what training reached where the recipe calibrated it."""
     cell = _cell(row, "gated", "mac_fraction", "{:.3f}")
@@ -460,11 +468,7 @@ def tables(rows: list[dict[str, Any]], found: list[dict[str, Any]], others: dict
     if paired:
         lines += _seeds.paired_table(paired, _seeds.choose_default(paired))
     if found:
-        lines += ["| aim | value | target | met |", "|---|---|---|---|"]
-        verdict = {True: "yes", False: "**no**", None: "not measured yet"}
-        lines += [f"| {a['aim']} | {'' if a['value'] is None else a['value']} | {a['target']} | "
-                  f"{verdict[a['met']]} |" for a in found]
-        lines.append("")
+        lines += [*aims_table(found), ""]
     if others:
         verdict = {True: "yes", False: "no", None: ""}
         after = any("after calibration" in a["aim"] for entries in others.values() for a in entries)
